@@ -1,0 +1,154 @@
+"""The ``moe-imaging`` command line.
+
+::
+
+    moe-imaging detect IMAGE --out CATALOG [--config FILE] [--tile N] [--hdu H]
+                             [--psf FILE | --psf-fwhm PX] [--threshold SIGMA]
+    moe-imaging simulate survey --size 4096 --seed 1 --out DIR
+
+Expected faults (bad input, bad configuration) print one line,
+``moe-imaging: error: FILE: cause``, and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from moe_imaging import __version__
+from moe_imaging.errors import MoeImagingError
+
+__all__ = ["main", "build_parser"]
+
+_EXIT_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="moe-imaging",
+        description="Detect and classify sources in survey and microscopy images.",
+    )
+    parser.add_argument("--version", action="version", version=f"moe-imaging {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    det = sub.add_parser("detect", help="detect sources on one image and write a catalog")
+    det.add_argument("image", help="input image (FITS)")
+    det.add_argument("--out", required=True, help="output catalog: .parquet, .fits or .ecsv")
+    det.add_argument("--config", help="TOML configuration file (default: built-in defaults)")
+    det.add_argument("--tile", type=int, default=None, help="tile core size in pixels (default from config: 2048)")
+    det.add_argument("--hdu", default=None, help="science HDU index or EXTNAME (default: first 2-D image)")
+    det.add_argument("--psf", dest="psf_file", default=None, help="PSF image (FITS) to use as the prior")
+    det.add_argument("--psf-fwhm", type=float, default=None, help="PSF FWHM in pixels (overrides the header)")
+    det.add_argument("--threshold", type=float, default=None, help="detection threshold in sigma (default: from the false-detection rate)")
+    det.add_argument("--workers", type=int, default=None, help="threads (default: all cores)")
+    det.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+    sim = sub.add_parser("simulate", help="simulate images with truth tables")
+    simsub = sim.add_subparsers(dest="kind", required=True)
+    sv = simsub.add_parser("survey", help="a survey exposure (FITS) with a truth catalog")
+    sv.add_argument("--size", type=int, default=4096, help="image side in pixels")
+    sv.add_argument("--seed", type=int, default=1)
+    sv.add_argument("--fwhm", type=float, default=3.0, help="PSF FWHM in pixels")
+    sv.add_argument("--psf-model", choices=("moffat", "kolmogorov"), default="moffat")
+    sv.add_argument("--out", required=True, help="output folder")
+    return parser
+
+
+def _hdu_arg(value: str | None) -> int | str | None:
+    if value is None:
+        return None
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from catalogs import write_catalog
+
+    from .config import load_config
+    from .detect import detect_image
+
+    config = load_config(args.config)
+    if args.psf_fwhm is not None:
+        config = config.replace(psf=config.psf.replace(fwhm=args.psf_fwhm))
+    if args.threshold is not None:
+        config = config.replace(point=config.point.replace(threshold=args.threshold))
+    if args.workers is not None:
+        config = config.replace(tiling=config.tiling.replace(workers=args.workers))
+    out = Path(args.out)
+    from catalogs import catalog_format
+
+    catalog_format(out)  # fail on an unknown extension before any work
+    t0 = time.perf_counter()
+    result = detect_image(
+        args.image,
+        config=config,
+        hdu=_hdu_arg(args.hdu),
+        psf_file=args.psf_file,
+        tile_size=args.tile if args.tile is not None else -1,
+        progress=not args.quiet,
+    )
+    path = write_catalog(result.catalog, out, provenance=result.provenance)
+    if not args.quiet:
+        cat = result.catalog
+        prov = result.provenance
+        kinds = Counter(str(k) for k in cat["kind"])
+        ny, nx = result.exposure.shape
+        print(
+            f"{args.image}: {nx}x{ny} px, PSF FWHM {result.psf.fwhm:.2f} px ({result.psf.source}), "
+            f"threshold {prov.threshold:.2f} sigma, {prov.n_tiles} tile(s)"
+        )
+        flagged = int((cat["flags"] != 0).sum()) if len(cat) else 0
+        print(
+            f"{len(cat)} detections ({', '.join(f'{k}: {v}' for k, v in sorted(kinds.items())) or 'none'}; "
+            f"{flagged} flagged) in {time.perf_counter() - t0:.1f} s"
+        )
+        print(f"catalog: {path}")
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from moe_imaging.simulate import SurveySimConfig, simulate_survey
+
+    from .io import write_exposure
+
+    cfg = SurveySimConfig(size=args.size, seed=args.seed, fwhm_px=args.fwhm, psf_model=args.psf_model)
+    t0 = time.perf_counter()
+    sim = simulate_survey(cfg)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"survey_{args.size}_seed{args.seed}"
+    image_path = out / f"{stem}.fits"
+    truth_path = out / f"{stem}_truth.ecsv"
+    write_exposure(image_path, sim.image, sim.header)
+    sim.truth.write(truth_path, format="ascii.ecsv", overwrite=True)
+    counts = Counter(str(k) for k in sim.truth["kind"])
+    print(f"simulated {args.size}x{args.size} px in {time.perf_counter() - t0:.1f} s: "
+          + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    print(f"image: {image_path}\ntruth: {truth_path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``moe-imaging`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "detect":
+            return _cmd_detect(args)
+        if args.command == "simulate":
+            return _cmd_simulate(args)
+    except MoeImagingError as exc:
+        print(f"moe-imaging: error: {exc}", file=sys.stderr)
+        return _EXIT_ERROR
+    except KeyboardInterrupt:
+        print("moe-imaging: interrupted", file=sys.stderr)
+        return 130
+    parser.error(f"unknown command {args.command!r}")
+    return _EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

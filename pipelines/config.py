@@ -1,0 +1,116 @@
+"""The detection configuration: one frozen object, loaded once from a TOML file.
+
+Example ``detect.toml`` (every key optional; unknown keys are errors)::
+
+    [psf]
+    fwhm = 3.2            # pixels; overrides the header
+    beta = 4.765
+
+    [background]
+    mesh_size = 64
+
+    [point]
+    false_detections_per_mpix = 1.0
+
+    [tiling]
+    tile_size = 2048
+    workers = 2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+
+from moe_imaging.background import BackgroundConfig
+from moe_imaging.config import Config, check_choice, check_range
+from moe_imaging.errors import ConfigError
+from moe_imaging.experts.point import PointExpertConfig
+from moe_imaging.psf import KOLMOGOROV_MOFFAT_BETA
+
+__all__ = ["PSFConfig", "TilingConfig", "DetectionConfig", "load_config"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PSFConfig(Config):
+    """How the PSF prior is chosen.
+
+    Attributes
+    ----------
+    fwhm : float or None
+        FWHM in pixels; when set it overrides the header.
+    beta : float
+        Moffat index for PSFs built from a FWHM (4.765 ~ Kolmogorov seeing),
+        unless the header names a Moffat PSF with its own ``BETA``.
+    estimate_min_snr : float
+        Minimum S/N of stars used to estimate the PSF when the header has none.
+    estimate_max_size : int
+        Side of the central image region searched for PSF stars.
+    """
+
+    fwhm: float | None = None
+    beta: float = KOLMOGOROV_MOFFAT_BETA
+    estimate_min_snr: float = 30.0
+    estimate_max_size: int = 2048
+
+    def __post_init__(self) -> None:
+        check_range("psf.fwhm", self.fwhm, low=0.3, high=200.0, allow_none=True)
+        check_range("psf.beta", self.beta, low=1.01, high=100.0)
+        check_range("psf.estimate_min_snr", self.estimate_min_snr, low=5.0)
+        check_range("psf.estimate_max_size", self.estimate_max_size, low=64)
+
+
+@dataclasses.dataclass(frozen=True)
+class TilingConfig(Config):
+    """How the image is cut and scheduled.
+
+    Attributes
+    ----------
+    tile_size : int or None
+        Core side in pixels (``None``: one tile).  Results do not depend on it.
+    workers : int or None
+        Threads for the local Dask scheduler (``None``: all cores).
+    scheduler : str
+        ``"threads"`` (default; numpy/scipy release the GIL) or ``"sync"``.
+    """
+
+    tile_size: int | None = 2048
+    workers: int | None = None
+    scheduler: str = "threads"
+
+    def __post_init__(self) -> None:
+        check_range("tiling.tile_size", self.tile_size, low=64, allow_none=True)
+        check_range("tiling.workers", self.workers, low=1, high=1024, allow_none=True)
+        check_choice("tiling.scheduler", self.scheduler, ("threads", "sync"))
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionConfig(Config):
+    """Everything ``detect_image`` needs, one section per stage."""
+
+    psf: PSFConfig = PSFConfig()
+    background: BackgroundConfig = BackgroundConfig()
+    point: PointExpertConfig = PointExpertConfig()
+    tiling: TilingConfig = TilingConfig()
+
+    def science_hash(self) -> str:
+        """Hash of the options that can change the catalog (tiling excluded)."""
+        return dataclasses.replace(self, tiling=TilingConfig()).config_hash()
+
+
+def load_config(path: str | os.PathLike | None) -> DetectionConfig:
+    """Read a TOML configuration file (``None``: the defaults)."""
+    if path is None:
+        return DetectionConfig()
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    try:
+        return DetectionConfig.from_mapping(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -1,0 +1,178 @@
+"""Running the per-tile science on Dask.
+
+Two passes over the image, each one Dask task per block:
+
+1. **background**: every task reads its own block of pixels and returns the
+   clipped statistics of the meshes in it (a few numbers per mesh); the small
+   mesh grid is then assembled into one global :class:`BackgroundModel`;
+2. **detection**: every task reads its own tile (core + halo), subtracts the
+   global background, runs the experts and returns the detections its core
+   owns.
+
+Tasks receive the (small, picklable) :class:`~pipelines.io.Exposure` and a
+tile specification; pixels never travel through the task graph (dask-image's
+``imread`` pattern), so memory stays bounded by a few tiles per worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import dask
+import numpy as np
+from astropy.table import Table, vstack
+
+from moe_imaging.background import (
+    BackgroundConfig,
+    BackgroundModel,
+    assemble_background,
+    mesh_block_edges,
+    mesh_statistics,
+)
+from moe_imaging.flags import MaskBit
+from moe_imaging.psf import PSF
+from moe_imaging.tile import Tile
+
+from .io import Exposure
+from .tiling import TileSpec
+
+__all__ = ["compute_background", "run_tiles", "process_tile", "read_tile"]
+
+
+def _compute(tasks: list, *, scheduler: str, workers: int | None, progress: bool, client=None) -> list:
+    """Compute delayed tasks on the chosen scheduler, with an optional progress bar."""
+    if not tasks:
+        return []
+    if client is not None:
+        futures = client.compute(tasks)
+        if progress:
+            from distributed import progress as dprogress
+
+            dprogress(futures)
+        return client.gather(futures)
+    ctx: contextlib.AbstractContextManager = contextlib.nullcontext()
+    if progress and len(tasks) > 1:
+        from tqdm.dask import TqdmCallback
+
+        ctx = TqdmCallback(desc="tiles", unit="task", leave=False)
+    with ctx:
+        return list(dask.compute(*tasks, scheduler=scheduler, num_workers=workers))
+
+
+def _mesh_block(exposure: Exposure, y0: int, y1: int, x0: int, x1: int, config: BackgroundConfig):
+    section = exposure.read(y0, y1, x0, x1)
+    return mesh_statistics(section.data, section.mask, config=config)
+
+
+def compute_background(
+    exposure: Exposure,
+    config: BackgroundConfig,
+    *,
+    block_size: int = 2048,
+    scheduler: str = "threads",
+    workers: int | None = None,
+    client=None,
+) -> BackgroundModel:
+    """Global background model of an exposure, computed block by block on Dask.
+
+    Blocks are aligned to mesh edges, so the meshes (and the model) are the same
+    for any ``block_size``.
+    """
+    ny, nx = exposure.shape
+    ys = mesh_block_edges(ny, block_size, config.mesh_size)
+    xs = mesh_block_edges(nx, block_size, config.mesh_size)
+    tasks = [
+        dask.delayed(_mesh_block, pure=True)(exposure, y0, y1, x0, x1, config)
+        for (y0, y1) in ys
+        for (x0, x1) in xs
+    ]
+    results = _compute(tasks, scheduler=scheduler, workers=workers, progress=False, client=client)
+    rows = []
+    for i in range(len(ys)):
+        row = results[i * len(xs) : (i + 1) * len(xs)]
+        rows.append([np.hstack([r[k] for r in row]) for k in range(3)])
+    level, rms, good = (np.vstack([r[k] for r in rows]) for k in range(3))
+    return assemble_background(level, rms, good, (ny, nx), config=config)
+
+
+def read_tile(
+    exposure: Exposure,
+    spec: TileSpec,
+    psf: PSF,
+    background: BackgroundModel,
+) -> Tile:
+    """Read a tile's outer region and make the :class:`Tile` the experts see.
+
+    The global background is evaluated on the tile and subtracted; the noise
+    variance is the exposure's variance plane when it has one, else the
+    background RMS squared.
+    """
+    y0, y1, x0, x1 = spec.outer
+    section = exposure.read(y0, y1, x0, x1)
+    level, rms = background.evaluate(y0, y1, x0, x1)
+    mask = np.asarray(section.mask, dtype=np.uint16)
+    data = np.asarray(section.data, dtype=np.float64)
+    image = np.where(mask & np.uint16(MaskBit.NONFINITE), 0.0, data - level)
+    if section.variance is not None:
+        variance = np.asarray(section.variance, dtype=np.float64)
+    else:
+        variance = rms * rms
+    return Tile(
+        image=image,
+        variance=variance,
+        mask=mask,
+        background=level,
+        psf=psf,
+        origin=(y0, x0),
+        core=spec.core,
+        image_shape=exposure.shape,
+        gain=exposure.meta.gain,
+        smooth_variance=section.variance is None,
+    )
+
+
+def process_tile(
+    exposure: Exposure,
+    spec: TileSpec,
+    psf: PSF,
+    background: BackgroundModel,
+    experts: Sequence[object],
+) -> Table:
+    """One Dask task: read the tile, run every expert, return the owned detections."""
+    tile = read_tile(exposure, spec, psf, background)
+    tables = [expert.propose(tile) for expert in experts]
+    tables = [t for t in tables if len(t)] or tables[:1]
+    out = vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else tables[0]
+    out.meta.clear()
+    return out
+
+
+def run_tiles(
+    exposure: Exposure,
+    tiles: Sequence[TileSpec],
+    psf: PSF,
+    background: BackgroundModel,
+    experts: Sequence[object],
+    *,
+    scheduler: str = "threads",
+    workers: int | None = None,
+    progress: bool = False,
+    client=None,
+) -> Table:
+    """Run :func:`process_tile` on every tile (one Dask task each) and stitch.
+
+    Each tile returns only what its core owns, so stitching is a concatenation;
+    rows are sorted by ``(y_peak, x_peak)`` so the order, like the content, does
+    not depend on the tiling.
+    """
+    tasks = [
+        dask.delayed(process_tile, pure=True)(exposure, spec, psf, background, experts) for spec in tiles
+    ]
+    tables = _compute(tasks, scheduler=scheduler, workers=workers, progress=progress, client=client)
+    nonempty = [t for t in tables if len(t)]
+    if not nonempty:
+        return tables[0] if tables else Table()
+    out = vstack(nonempty, metadata_conflicts="silent") if len(nonempty) > 1 else nonempty[0]
+    order = np.lexsort((np.asarray(out["x_peak"]), np.asarray(out["y_peak"])))
+    return out[order]
