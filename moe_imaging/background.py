@@ -144,6 +144,15 @@ def _mesh_edges(n: int, mesh: int) -> np.ndarray:
     return np.asarray(edges)
 
 
+def _mesh_rows(arr: np.ndarray, rows: slice, ex: np.ndarray, cols: np.ndarray, width: int) -> np.ndarray:
+    """Pixels of the meshes ``cols`` (all ``width`` wide) of one mesh row, one mesh per row."""
+    if len(cols) > 1 and np.all(np.diff(cols) == 1):
+        strip = arr[rows, ex[cols[0]] : ex[cols[0]] + width * len(cols)]
+        h = strip.shape[0]
+        return strip.reshape(h, len(cols), width).transpose(1, 0, 2).reshape(len(cols), -1)
+    return np.stack([arr[rows, ex[j] : ex[j + 1]] for j in cols]).reshape(len(cols), -1)
+
+
 def mesh_statistics(
     data: np.ndarray,
     mask: np.ndarray | None = None,
@@ -178,8 +187,8 @@ def mesh_statistics(
         widths = np.diff(ex)
         for width in np.unique(widths):
             cols = np.flatnonzero(widths == width)
-            blocks = np.stack([arr[rows, ex[j] : ex[j + 1]] for j in cols]).reshape(len(cols), -1)
-            bblocks = np.stack([bad[rows, ex[j] : ex[j + 1]] for j in cols]).reshape(len(cols), -1)
+            blocks = _mesh_rows(arr, rows, ex, cols, width)
+            bblocks = _mesh_rows(bad, rows, ex, cols, width)
             frac = 1.0 - bblocks.mean(axis=1)
             good[iy, cols] = frac
             ok = frac > 0

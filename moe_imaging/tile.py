@@ -114,9 +114,12 @@ class Tile:
     @property
     def inverse_variance(self) -> np.ndarray:
         """``1 / variance`` where the variance is positive, else 0 (masks ignored)."""
-        var = np.asarray(self.variance, dtype=np.float64)
+        var = np.asarray(self.variance)
         ok = var > 0
-        return np.where(ok, 1.0 / np.where(ok, var, 1.0), 0.0)
+        with np.errstate(divide="ignore"):
+            inv = np.reciprocal(var, dtype=var.dtype if var.dtype.kind == "f" else np.float64)
+        inv[~ok] = 0.0
+        return inv
 
     @property
     def weight(self) -> np.ndarray:

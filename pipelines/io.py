@@ -1078,10 +1078,38 @@ def _oversampling(header: fits.Header, image_pixscale: float | None) -> float:
 # ----------------------------------------------------------------------------
 
 
+def _plain_memmappable(hdu: Any) -> bool:
+    """Whether an image HDU's data block can be mapped as-is (no scaling, no compression)."""
+    if isinstance(hdu, fits.CompImageHDU) or hdu.fileinfo() is None:
+        return False
+    header = hdu.header
+    return (
+        header.get("BSCALE", 1) == 1
+        and header.get("BZERO", 0) == 0
+        and "BLANK" not in header
+        and not hdu.fileinfo()["file"].compression
+    )
+
+
+def _data_memmap(hdu: Any) -> np.ndarray:
+    """Read-only ``numpy.memmap`` of an image HDU's data block (big-endian, as stored)."""
+    info = hdu.fileinfo()
+    bitpix = int(hdu.header["BITPIX"])
+    dtype = np.dtype({8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}[bitpix])
+    shape = tuple(int(hdu.header[f"NAXIS{i}"]) for i in range(int(hdu.header["NAXIS"]), 0, -1))
+    return np.memmap(info["file"].name, dtype=dtype, mode="r", offset=info["datLoc"], shape=shape)
+
+
 def _read_window(hdu: Any, window: tuple[slice, slice], dtype: Any) -> np.ndarray:
     """Read a 2-D window of an image HDU as a native-byte-order copy."""
     lead = (0,) * (len(hdu.shape) - 2)
-    raw = np.asarray(hdu.section[(*lead, *window)])
+    key = (*lead, *window)
+    if _plain_memmappable(hdu):
+        # Uncompressed, unscaled data: slice a read-only memory map of the data
+        # block directly; ``hdu.section`` would read row by row.
+        raw = _data_memmap(hdu)[key]
+    else:
+        raw = np.asarray(hdu.section[key])
     if dtype is None:
         return np.array(raw, dtype=raw.dtype.newbyteorder("="))
     return np.array(raw, dtype=dtype)

@@ -212,7 +212,9 @@ def find_point_sources(tile: Tile, *, config: PointExpertConfig = PointExpertCon
         table with the same columns when nothing is found.
     """
     psf = tile.psf
-    img = np.asarray(tile.image, dtype=np.float64)
+    img = np.asarray(tile.image)
+    if img.dtype.kind != "f":
+        img = img.astype(np.float64)
     if img.size == 0:
         return _empty()
     mask = np.asarray(tile.mask)
@@ -357,17 +359,22 @@ def _saturated_cores(
     if not saturated.any():
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     sigma_s = max(1.0, psf.fwhm)
-    smooth = ndimage.gaussian_filter(saturated.astype(np.float64), sigma_s, mode="constant")
     labels, n = ndimage.label(saturated, structure=np.ones((3, 3), bool))
     objects = ndimage.find_objects(labels)
     ny, nx = saturated.shape
     margin = 4.0 * sigma_s
+    pad = int(math.ceil(4 * sigma_s))
     ys, xs = [], []
     for lab, sl in enumerate(objects, start=1):
         if sl is None:
             continue
+        # smoothed saturated fraction on the region's padded box only
+        by0, by1 = max(0, sl[0].start - pad), min(ny, sl[0].stop + pad)
+        bx0, bx1 = max(0, sl[1].start - pad), min(nx, sl[1].stop + pad)
+        box = ndimage.gaussian_filter(saturated[by0:by1, bx0:bx1].astype(np.float64), sigma_s, mode="constant")
+        smooth_sl = box[sl[0].start - by0 : sl[0].stop - by0, sl[1].start - bx0 : sl[1].stop - bx0]
         region = labels[sl] == lab
-        vals = np.where(region, smooth[sl], -1.0)
+        vals = np.where(region, smooth_sl, -1.0)
         iy, ix = np.unravel_index(int(np.argmax(vals)), vals.shape)  # first max in row-major order
         cy, cx = iy + sl[0].start, ix + sl[1].start
         top, bottom, left, right = open_edges
@@ -380,7 +387,7 @@ def _saturated_cores(
                 continue
             ry, rx = np.nonzero(region)
             far = np.hypot(ry + sl[0].start - cy, rx + sl[1].start - cx) > 3 * psf.fwhm
-            if far.any() and smooth[cy, cx] < 1.3 * np.median(smooth[sl][region][far]):
+            if far.any() and smooth_sl[iy, ix] < 1.3 * np.median(smooth_sl[region][far]):
                 continue
         ys.append(cy)
         xs.append(cx)

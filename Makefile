@@ -1,0 +1,35 @@
+# moe-imaging: `make demo`, `make test`, `make bench`.
+# Everything installs from the project's own files into .venv.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO   := demo
+WORKERS ?=
+
+.PHONY: demo test bench bench-memory venv clean
+
+venv: $(STAMP)
+
+# torch is pinned to the CPU build (torch==2.13.0) in pyproject.toml so no
+# multi-GB CUDA wheel is pulled on a CPU machine; see README for GPUs.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/moe-imaging simulate survey --size 2048 --seed 1 --out $(DEMO)
+	$(BIN)/moe-imaging detect $(DEMO)/survey_2048_seed1.fits --out $(DEMO)/survey_2048_seed1.parquet --tile 1024
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_point.py --size 4096
+	$(BIN)/python benchmarks/bench_memory.py --size 16384
+
+clean:
+	rm -rf $(DEMO) bench_out .pytest_cache
