@@ -26,7 +26,6 @@ import dataclasses
 import math
 
 import numpy as np
-from astropy.stats import sigma_clipped_stats
 from scipy import interpolate, ndimage
 
 from .config import Config, check_choice, check_range
@@ -37,6 +36,7 @@ __all__ = [
     "mesh_statistics",
     "assemble_background",
     "estimate_background",
+    "clipped_stats",
 ]
 
 
@@ -110,7 +110,8 @@ class BackgroundModel:
         ky, kx = min(3, len(cy) - 1), min(3, len(cx) - 1)
         ny, nx = self.shape
         bbox = [min(-0.5, cy[0]), max(ny - 0.5, cy[-1]), min(-0.5, cx[0]), max(nx - 0.5, cx[-1])]
-        return interpolate.RectBivariateSpline(cy, cx, v, bbox=bbox, kx=kx, ky=ky, s=0)
+        # RectBivariateSpline's "x" is our first axis (y): its kx is our ky.
+        return interpolate.RectBivariateSpline(cy, cx, v, bbox=bbox, kx=ky, ky=kx, s=0)
 
     def evaluate(self, y0: int, y1: int, x0: int, x1: int) -> tuple[np.ndarray, np.ndarray]:
         """Background level and RMS over the section ``[y0:y1, x0:x1]`` (global pixels).
@@ -142,6 +143,77 @@ def _mesh_edges(n: int, mesh: int) -> np.ndarray:
     if len(edges) > 2 and edges[-1] - edges[-2] < mesh // 2:
         edges.pop(-2)
     return np.asarray(edges)
+
+
+def clipped_stats(
+    values: np.ndarray, *, sigma: float = 3.0, maxiters: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sigma-clipped mean, median and standard deviation of each row.
+
+    The same statistic as ``astropy.stats.sigma_clipped_stats(values, axis=1,
+    sigma=sigma, maxiters=maxiters)`` (median centre, standard deviation
+    width, clip until nothing changes), computed differently: each row is
+    sorted once, after which every clipping iteration keeps a contiguous
+    range of the sorted values, so the median is an index and the mean and
+    standard deviation come from prefix sums.  The sort runs in single
+    precision without holding the GIL, so Dask threads compute meshes in
+    parallel (astropy's loop does not).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        2-D array, one sample per row; NaN marks values to ignore.
+    sigma : float
+        Clipping threshold in standard deviations.
+    maxiters : int
+        Maximum number of clipping iterations.
+
+    Returns
+    -------
+    mean, median, std : numpy.ndarray
+        Per row; NaN for rows without valid values.
+    """
+    srt = np.sort(np.asarray(values, dtype=np.float32), axis=1)  # NaN sort last
+    m, n_all = srt.shape
+    rows = np.arange(m)
+    hi = np.count_nonzero(~np.isnan(srt), axis=1)
+    lo = np.zeros(m, dtype=np.int64)
+    # Prefix sums of values centred on a rough median, in single precision
+    # (enough for a few thousand values per row).  NaNs sit after the last
+    # valid value, so they never enter a sum that is read.
+    ref = srt[rows, np.maximum(hi - 1, 0) // 2]
+    centred = srt - ref[:, None]
+    c1 = np.zeros((m, n_all + 1), dtype=np.float32)
+    c2 = np.zeros((m, n_all + 1), dtype=np.float32)
+    np.cumsum(centred, axis=1, out=c1[:, 1:])
+    np.cumsum(centred * centred, axis=1, out=c2[:, 1:])
+    ref = ref.astype(np.float64)
+
+    def stats(lo: np.ndarray, hi: np.ndarray):
+        n = np.maximum(hi - lo, 1)
+        mid_a = np.clip(lo + (n - 1) // 2, 0, n_all - 1)
+        mid_b = np.clip(lo + n // 2, 0, n_all - 1)
+        median = 0.5 * (srt[rows, mid_a].astype(np.float64) + srt[rows, mid_b])
+        s1 = c1[rows, hi].astype(np.float64) - c1[rows, lo]
+        s2 = c2[rows, hi].astype(np.float64) - c2[rows, lo]
+        mean_c = s1 / n
+        std = np.sqrt(np.clip(s2 / n - mean_c * mean_c, 0.0, None))
+        return mean_c + ref, median, std
+
+    for _ in range(int(maxiters)):
+        _, median, std = stats(lo, hi)
+        low_cut = (median - sigma * std).astype(np.float32)
+        high_cut = (median + sigma * std).astype(np.float32)
+        new_lo = np.count_nonzero(srt < low_cut[:, None], axis=1)
+        new_hi = np.count_nonzero(srt <= high_cut[:, None], axis=1)
+        if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
+            break
+        lo, hi = new_lo, new_hi
+    mean, median, std = stats(lo, hi)
+    empty = hi <= lo
+    for arr in (mean, median, std):
+        arr[empty] = np.nan
+    return mean, median, std
 
 
 def _mesh_rows(arr: np.ndarray, rows: slice, ex: np.ndarray, cols: np.ndarray, width: int) -> np.ndarray:
@@ -194,11 +266,9 @@ def mesh_statistics(
             ok = frac > 0
             if not ok.any():
                 continue
-            with np.errstate(all="ignore"):
-                mean, median, std = sigma_clipped_stats(
-                    blocks[ok], mask=bblocks[ok], axis=1, sigma=config.sigma, maxiters=config.maxiters
-                )
-            mean, median, std = (np.asarray(v, dtype=np.float64) for v in (mean, median, std))
+            mean, median, std = clipped_stats(
+                np.where(bblocks[ok], np.nan, blocks[ok]), sigma=config.sigma, maxiters=config.maxiters
+            )
             if config.estimator == "sextractor":
                 # SExtractor: mode = 2.5 med - 1.5 mean unless (mean - med)/std > 0.3
                 skewed = np.abs(mean - median) > 0.3 * std

@@ -251,7 +251,7 @@ def find_point_sources(tile: Tile, *, config: PointExpertConfig = PointExpertCon
     # A peak with saturated pixels inside its PSF core is part of the saturated
     # star (non-linear pixels, charge spill, a matched filter fitting a masked
     # core): the saturated object is reported once, by its core, below.
-    if len(sat_y):
+    if saturated.any():
         near_sat = _footprint_flags(mask, py, px, 0, 0, mask.shape, psf, 0) & int(SourceFlag.SATURATED)
         keep &= near_sat == 0
     py, px = py[keep], px[keep]
@@ -514,6 +514,12 @@ def _saturated_photometry(
     return flux, err, yc, xc
 
 
+def _round_half_up(v: np.ndarray) -> np.ndarray:
+    """Nearest integer with halves rounded up (``np.rint`` rounds halves to even,
+    which depends on the tile origin's parity)."""
+    return np.floor(v + 0.5).astype(int)
+
+
 def _gather(arr: np.ndarray, iy: np.ndarray, ix: np.ndarray, r: int, fill: float) -> np.ndarray:
     """Stamps ``arr[iy-r:iy+r+1, ix-r:ix+r+1]`` for many centres, padded with ``fill``."""
     padded = np.pad(arr, r, mode="constant", constant_values=fill)
@@ -538,8 +544,8 @@ def _windowed_shape(
         return np.zeros(0), np.zeros(0), np.zeros(0)
     r = _window_radius(psf)
     s2 = psf.sigma**2
-    iy = np.clip(np.rint(yc).astype(int), 0, img.shape[0] - 1)
-    ix = np.clip(np.rint(xc).astype(int), 0, img.shape[1] - 1)
+    iy = np.clip(_round_half_up(yc), 0, img.shape[0] - 1)
+    ix = np.clip(_round_half_up(xc), 0, img.shape[1] - 1)
     stamps = _gather(img, iy, ix, r, 0.0)
     good = ~_gather(bad, iy, ix, r, True)
     off = np.arange(-r, r + 1, dtype=np.float64)
@@ -584,8 +590,8 @@ def _sharpness(
     """Peak pixel over the PSF's prediction for it, and the excess in data units."""
     if len(yc) == 0:
         return np.zeros(0), np.zeros(0)
-    iy = np.clip(np.rint(yc).astype(int), 0, img.shape[0] - 1)
-    ix = np.clip(np.rint(xc).astype(int), 0, img.shape[1] - 1)
+    iy = np.clip(_round_half_up(yc), 0, img.shape[0] - 1)
+    ix = np.clip(_round_half_up(xc), 0, img.shape[1] - 1)
     c = psf.half_size
     frac = ndimage.map_coordinates(psf.image, [c + (iy - yc), c + (ix - xc)], order=1, mode="constant")
     predicted = flux * frac
