@@ -116,13 +116,14 @@ class BackgroundModel:
     def evaluate(self, y0: int, y1: int, x0: int, x1: int) -> tuple[np.ndarray, np.ndarray]:
         """Background level and RMS over the section ``[y0:y1, x0:x1]`` (global pixels).
 
-        Returns float64 arrays of shape ``(y1 - y0, x1 - x0)``.  The RMS is
+        Returns float64 arrays of shape ``(y1 - y0, x1 - x0)``; a pixel gets
+        the same value (to ~1e-15) whatever section it is evaluated in.  The RMS is
         floored at a small positive value so it can be inverted.
         """
         yy = np.arange(y0, y1, dtype=np.float64)
         xx = np.arange(x0, x1, dtype=np.float64)
-        level = self._spline(self.level)(yy, xx)
-        rms = self._spline(self.rms)(yy, xx)
+        level = _evaluate_on_grid(self._spline(self.level), yy, xx)
+        rms = _evaluate_on_grid(self._spline(self.rms), yy, xx)
         floor = max(1e-12, 0.1 * float(np.min(self.rms))) if self.rms.size else 1e-12
         return level, np.maximum(rms, floor)
 
@@ -137,6 +138,22 @@ class BackgroundModel:
         return float(np.median(self.rms))
 
 
+def _evaluate_on_grid(spline: interpolate.RectBivariateSpline, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """Evaluate a tensor-product spline on a grid as ``B_y (C B_x^T)``.
+
+    The values of ``spline(yy, xx)``, computed from the two B-spline design
+    matrices with BLAS products: several times faster than
+    FITPACK's per-point loop on a tile, and it releases the GIL so tiles
+    evaluate their backgrounds in parallel.
+    """
+    ty, tx = spline.tck[0], spline.tck[1]
+    ky, kx = spline.degrees
+    coef = spline.tck[2].reshape(len(ty) - ky - 1, len(tx) - kx - 1)
+    by = interpolate.BSpline.design_matrix(np.clip(yy, ty[ky], ty[-ky - 1]), ty, ky).toarray()
+    bx = interpolate.BSpline.design_matrix(np.clip(xx, tx[kx], tx[-kx - 1]), tx, kx).toarray()
+    return by @ (coef @ bx.T)
+
+
 def _mesh_edges(n: int, mesh: int) -> np.ndarray:
     """Edges of meshes along one axis; a last partial mesh shorter than half is merged."""
     edges = list(range(0, n, mesh)) + [n]
@@ -146,7 +163,7 @@ def _mesh_edges(n: int, mesh: int) -> np.ndarray:
 
 
 def clipped_stats(
-    values: np.ndarray, *, sigma: float = 3.0, maxiters: int = 10
+    values: np.ndarray, *, sigma: float = 3.0, maxiters: int = 10, overwrite: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sigma-clipped mean, median and standard deviation of each row.
 
@@ -167,45 +184,59 @@ def clipped_stats(
         Clipping threshold in standard deviations.
     maxiters : int
         Maximum number of clipping iterations.
+    overwrite : bool
+        Sort ``values`` in place when it is already a float32 array.
 
     Returns
     -------
     mean, median, std : numpy.ndarray
         Per row; NaN for rows without valid values.
     """
-    srt = np.sort(np.asarray(values, dtype=np.float32), axis=1)  # NaN sort last
+    if overwrite and isinstance(values, np.ndarray) and values.dtype == np.float32:
+        srt = values
+        srt.sort(axis=1)  # NaN sort last
+    else:
+        srt = np.sort(np.asarray(values, dtype=np.float32), axis=1)
     m, n_all = srt.shape
     rows = np.arange(m)
     hi = np.count_nonzero(~np.isnan(srt), axis=1)
     lo = np.zeros(m, dtype=np.int64)
-    # Prefix sums of values centred on a rough median, in single precision
-    # (enough for a few thousand values per row).  NaNs sit after the last
-    # valid value, so they never enter a sum that is read.
-    ref = srt[rows, np.maximum(hi - 1, 0) // 2]
-    centred = srt - ref[:, None]
-    c1 = np.zeros((m, n_all + 1), dtype=np.float32)
-    c2 = np.zeros((m, n_all + 1), dtype=np.float32)
-    np.cumsum(centred, axis=1, out=c1[:, 1:])
-    np.cumsum(centred * centred, axis=1, out=c2[:, 1:])
-    ref = ref.astype(np.float64)
+    # Prefix sums (double precision) of the values and their squares.  NaNs
+    # sit after the last valid value, so they never enter a sum that is read.
+    c1 = np.zeros((m, n_all + 1))
+    c2 = np.zeros((m, n_all + 1))
+    np.cumsum(srt, axis=1, dtype=np.float64, out=c1[:, 1:])
+    np.cumsum(np.square(srt, dtype=np.float64), axis=1, out=c2[:, 1:])
 
     def stats(lo: np.ndarray, hi: np.ndarray):
         n = np.maximum(hi - lo, 1)
         mid_a = np.clip(lo + (n - 1) // 2, 0, n_all - 1)
         mid_b = np.clip(lo + n // 2, 0, n_all - 1)
         median = 0.5 * (srt[rows, mid_a].astype(np.float64) + srt[rows, mid_b])
-        s1 = c1[rows, hi].astype(np.float64) - c1[rows, lo]
-        s2 = c2[rows, hi].astype(np.float64) - c2[rows, lo]
-        mean_c = s1 / n
-        std = np.sqrt(np.clip(s2 / n - mean_c * mean_c, 0.0, None))
-        return mean_c + ref, median, std
+        mean = (c1[rows, hi] - c1[rows, lo]) / n
+        var = (c2[rows, hi] - c2[rows, lo]) / n - mean * mean
+        return mean, median, np.sqrt(np.clip(var, 0.0, None))
+
+    # All rows as one sorted 1-D key (row * span + value; NaN just above the
+    # row's maximum) so each iteration's cut positions, for every row at
+    # once, are one binary search instead of a pass over the data.
+    has = hi > 0
+    vmin = float(srt[has, 0].min()) if has.any() else 0.0
+    vmax = float(srt[rows[has], hi[has] - 1].max()) if has.any() else 0.0
+    span = float(np.ceil(vmax - vmin)) + 16.0
+    offset = rows.astype(np.float64) * span
+    key = np.where(np.isnan(srt), vmax + 8.0, srt).astype(np.float64)
+    key += offset[:, None]
+    key = key.ravel()
+    base = rows * n_all
 
     for _ in range(int(maxiters)):
         _, median, std = stats(lo, hi)
-        low_cut = (median - sigma * std).astype(np.float32)
-        high_cut = (median + sigma * std).astype(np.float32)
-        new_lo = np.count_nonzero(srt < low_cut[:, None], axis=1)
-        new_hi = np.count_nonzero(srt <= high_cut[:, None], axis=1)
+        # (rows without data have NaN statistics: they stay empty)
+        low_cut = np.clip(np.nan_to_num((median - sigma * std).astype(np.float32), nan=vmax + 1.0), vmin - 1.0, vmax + 1.0)
+        high_cut = np.clip(np.nan_to_num((median + sigma * std).astype(np.float32), nan=vmin - 1.0), vmin - 1.0, vmax + 1.0)
+        new_lo = np.searchsorted(key, offset + low_cut, side="left") - base
+        new_hi = np.searchsorted(key, offset + high_cut, side="right") - base
         if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
             break
         lo, hi = new_lo, new_hi
@@ -243,10 +274,12 @@ def mesh_statistics(
     level, rms, good_fraction : numpy.ndarray
         Arrays of shape ``(n_mesh_y, n_mesh_x)``; NaN where a mesh has no good pixel.
     """
-    arr = np.asarray(data, dtype=np.float64)
+    # One single-precision copy with every unusable pixel set to NaN.
+    arr = np.array(data, dtype=np.float32)
     bad = ~np.isfinite(arr)
     if mask is not None:
         bad |= np.asarray(mask) != 0
+    arr[bad] = np.nan
     ey = _mesh_edges(arr.shape[0], config.mesh_size)
     ex = _mesh_edges(arr.shape[1], config.mesh_size)
     nmy, nmx = len(ey) - 1, len(ex) - 1
@@ -259,15 +292,14 @@ def mesh_statistics(
         widths = np.diff(ex)
         for width in np.unique(widths):
             cols = np.flatnonzero(widths == width)
-            blocks = _mesh_rows(arr, rows, ex, cols, width)
-            bblocks = _mesh_rows(bad, rows, ex, cols, width)
-            frac = 1.0 - bblocks.mean(axis=1)
+            blocks = _mesh_rows(arr, rows, ex, cols, width)  # a copy, one mesh per row
+            frac = 1.0 - np.isnan(blocks).mean(axis=1)
             good[iy, cols] = frac
             ok = frac > 0
             if not ok.any():
                 continue
             mean, median, std = clipped_stats(
-                np.where(bblocks[ok], np.nan, blocks[ok]), sigma=config.sigma, maxiters=config.maxiters
+                blocks if ok.all() else blocks[ok], sigma=config.sigma, maxiters=config.maxiters, overwrite=True
             )
             if config.estimator == "sextractor":
                 # SExtractor: mode = 2.5 med - 1.5 mean unless (mean - med)/std > 0.3

@@ -95,10 +95,7 @@ def matched_filter(
     num = _correlate32(img * w if all_good else np.where(good, img * w, f32(0)), kflip)
     # Fraction of the PSF's information carried by good pixels (1 away from
     # masks and edges).  It depends only on the local mask, never on the tile.
-    if all_good:
-        coverage = _rectangle_coverage(good.shape, k2 / k2.sum()).astype(f32)
-    else:
-        coverage = _correlate32(good, k2 / k2.sum())
+    coverage = _coverage(good, k2 / k2.sum(), all_good=all_good)
     if smooth_weight:
         den2 = w * (f32(k2.sum()) * coverage)
     else:
@@ -112,24 +109,64 @@ def matched_filter(
     return snr, flux, flux_err
 
 
-def _rectangle_coverage(shape: tuple[int, int], kernel: np.ndarray) -> np.ndarray:
-    """Correlation of an all-ones rectangle with ``kernel`` (zero outside), exactly.
+def _coverage(good: np.ndarray, flipped_k2: np.ndarray, *, all_good: bool) -> np.ndarray:
+    """``correlate(good, k2)``: the PSF-information fraction on good pixels.
 
-    Equals the convolution of the indicator of the array with the kernel, via
-    a summed-area table of the kernel: no FFT needed.
+    Computed as the all-good rectangle (exact, no FFT) minus the contribution
+    of each bad region, correlated on its own padded bounding box; masked
+    regions (saturated stars, bad columns) are usually a tiny part of a tile.
+    Falls back to one FFT when they are not.
+    """
+    k2 = flipped_k2[::-1, ::-1]  # correlating with k2 == convolving with its flip
+    rect = _rectangle_coverage(good.shape, k2).astype(np.float32)
+    if all_good:
+        return rect
+    bad = ~good
+    labels, n = ndimage.label(bad)
+    boxes = ndimage.find_objects(labels)
+    r = flipped_k2.shape[0] // 2
+    ny, nx = good.shape
+    padded = [
+        (max(0, sl[0].start - r), min(ny, sl[0].stop + r), max(0, sl[1].start - r), min(nx, sl[1].stop + r))
+        for sl in boxes
+    ]
+    if sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in padded) > 0.1 * good.size:
+        return _correlate32(good, flipped_k2)
+    k2 = k2.astype(np.float32)
+    for lab, (y0, y1, x0, x1) in enumerate(padded, start=1):
+        region = (labels[y0:y1, x0:x1] == lab).astype(np.float32)
+        rect[y0:y1, x0:x1] -= ndimage.correlate(region, k2, mode="constant", cval=0.0)
+    return rect
+
+
+def _rectangle_coverage(shape: tuple[int, int], kernel: np.ndarray) -> np.ndarray:
+    """Correlation (not convolution) of an all-ones rectangle with ``kernel``, exactly.
+
+    Inside, more than the kernel radius from every edge, it is ``kernel.sum()``;
+    in the border strips it is a rectangle sum of the kernel, read from its
+    summed-area table.  No FFT needed.
     """
     r = kernel.shape[0] // 2
     ny, nx = shape
+    out = np.full((ny, nx), kernel.sum(), dtype=np.float64)
     table = np.zeros((kernel.shape[0] + 1, kernel.shape[1] + 1))
     table[1:, 1:] = kernel.cumsum(0).cumsum(1)
-    y = np.arange(ny)
-    x = np.arange(nx)
-    # kernel rows u (offset -r..r) with 0 <= y + u < ny  ->  index u + r
-    ulo = np.clip(r - y, 0, 2 * r + 1)[:, None]
-    uhi = np.clip(r + (ny - 1 - y), -1, 2 * r)[:, None] + 1
-    vlo = np.clip(r - x, 0, 2 * r + 1)[None, :]
-    vhi = np.clip(r + (nx - 1 - x), -1, 2 * r)[None, :] + 1
-    return table[uhi, vhi] - table[ulo, vhi] - table[uhi, vlo] + table[ulo, vlo]
+
+    def rect(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        # kernel rows u (offset -r..r) with 0 <= y + u < ny  ->  rows [ulo, uhi)
+        ulo = np.clip(r - y, 0, 2 * r + 1)[:, None]
+        uhi = np.clip(r + (ny - 1 - y), -1, 2 * r)[:, None] + 1
+        vlo = np.clip(r - x, 0, 2 * r + 1)[None, :]
+        vhi = np.clip(r + (nx - 1 - x), -1, 2 * r)[None, :] + 1
+        return table[uhi, vhi] - table[ulo, vhi] - table[uhi, vlo] + table[ulo, vlo]
+
+    ys = np.arange(ny)
+    xs = np.arange(nx)
+    edge_y = np.concatenate([ys[:r], ys[max(r, ny - r):]])
+    edge_x = np.concatenate([xs[:r], xs[max(r, nx - r):]])
+    out[edge_y, :] = rect(edge_y, xs)
+    out[:, edge_x] = rect(ys, edge_x)
+    return out
 
 
 def _correlate32(image: np.ndarray, flipped_kernel: np.ndarray) -> np.ndarray:
@@ -229,22 +266,26 @@ def find_peaks(
         Integer ``y`` and ``x`` of the peaks, sorted row-major.
     """
     ny, nx = snr.shape
-    padded = np.pad(snr, 1, mode="constant", constant_values=-np.inf)
-    core = padded[1:-1, 1:-1]
-    is_peak = core >= threshold
-    # strictly greater than the neighbours that precede in row-major order,
-    # greater or equal to those that follow
-    for dy, dx in ((-1, -1), (-1, 0), (-1, 1), (0, -1)):
-        is_peak &= core > padded[1 + dy : 1 + dy + ny, 1 + dx : 1 + dx + nx]
-    for dy, dx in ((0, 1), (1, -1), (1, 0), (1, 1)):
-        is_peak &= core >= padded[1 + dy : 1 + dy + ny, 1 + dx : 1 + dx + nx]
+    # Only pixels above threshold (a few per cent) are compared with their
+    # 8 neighbours: strictly greater than those that precede in row-major
+    # order, greater or equal to those that follow.
+    y, x = np.nonzero(snr >= threshold)
     if region is not None:
         y0, y1, x0, x1 = region
-        sub = np.zeros_like(is_peak)
-        sub[y0:y1, x0:x1] = True
-        is_peak &= sub
-    y, x = np.nonzero(is_peak)
-    return y, x
+        inside = (y >= y0) & (y < y1) & (x >= x0) & (x < x1)
+        y, x = y[inside], x[inside]
+    value = snr[y, x]
+    keep = np.ones(len(y), dtype=bool)
+    for dy, dx, strict in (
+        (-1, -1, True), (-1, 0, True), (-1, 1, True), (0, -1, True),
+        (0, 1, False), (1, -1, False), (1, 0, False), (1, 1, False),
+    ):
+        ny_, nx_ = y + dy, x + dx
+        on = (ny_ >= 0) & (ny_ < ny) & (nx_ >= 0) & (nx_ < nx)
+        neighbour = np.full(len(y), -np.inf, dtype=np.float64)
+        neighbour[on] = snr[ny_[on], nx_[on]]
+        keep &= (value > neighbour) if strict else (value >= neighbour)
+    return y[keep], x[keep]
 
 
 def refine_peaks(
