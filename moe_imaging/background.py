@@ -28,7 +28,7 @@ import math
 import numpy as np
 from scipy import interpolate, ndimage
 
-from .config import Config, check_choice, check_range
+from .config import Config, check_choice, check_int, check_range
 
 __all__ = [
     "BackgroundConfig",
@@ -69,6 +69,8 @@ class BackgroundConfig(Config):
     estimator: str = "sextractor"
 
     def __post_init__(self) -> None:
+        for name in ("mesh_size", "filter_size", "maxiters"):
+            check_int(f"background.{name}", getattr(self, name))
         check_range("background.mesh_size", self.mesh_size, low=8, high=4096)
         check_range("background.filter_size", self.filter_size, low=1, high=15)
         if int(self.filter_size) % 2 == 0:
@@ -102,16 +104,19 @@ class BackgroundModel:
     shape: tuple[int, int]
 
     def _spline(self, values: np.ndarray) -> interpolate.RectBivariateSpline:
-        cy, cx, v = self.centers_y, self.centers_x, values
-        if len(cy) == 1:  # a single mesh row: constant along y
-            cy, v = np.array([cy[0] - 1.0, cy[0] + 1.0]), np.vstack([v, v])
-        if len(cx) == 1:
-            cx, v = np.array([cx[0] - 1.0, cx[0] + 1.0]), np.hstack([v, v])
+        """Interpolating bicubic spline through the mesh centres plus a ghost ring.
+
+        The ghost meshes just outside the image carry the odd reflection of
+        the edge meshes (``2 v_edge - v_inner``), so a sky plane is reproduced
+        exactly up to the image edges and the edge pixels are interpolated,
+        not extrapolated with a free cubic (which amplifies a noisy edge
+        mesh several times at the corners).
+        """
+        cy, v = _ghost_ring(self.centers_y, values, axis=0, size=self.shape[0])
+        cx, v = _ghost_ring(self.centers_x, v, axis=1, size=self.shape[1])
         ky, kx = min(3, len(cy) - 1), min(3, len(cx) - 1)
-        ny, nx = self.shape
-        bbox = [min(-0.5, cy[0]), max(ny - 0.5, cy[-1]), min(-0.5, cx[0]), max(nx - 0.5, cx[-1])]
         # RectBivariateSpline's "x" is our first axis (y): its kx is our ky.
-        return interpolate.RectBivariateSpline(cy, cx, v, bbox=bbox, kx=ky, ky=kx, s=0)
+        return interpolate.RectBivariateSpline(cy, cx, v, kx=ky, ky=kx, s=0)
 
     def evaluate(self, y0: int, y1: int, x0: int, x1: int) -> tuple[np.ndarray, np.ndarray]:
         """Background level and RMS over the section ``[y0:y1, x0:x1]`` (global pixels).
@@ -152,6 +157,30 @@ def _evaluate_on_grid(spline: interpolate.RectBivariateSpline, yy: np.ndarray, x
     by = interpolate.BSpline.design_matrix(np.clip(yy, ty[ky], ty[-ky - 1]), ty, ky).toarray()
     bx = interpolate.BSpline.design_matrix(np.clip(xx, tx[kx], tx[-kx - 1]), tx, kx).toarray()
     return by @ (coef @ bx.T)
+
+
+def _ghost_ring(centers: np.ndarray, values: np.ndarray, *, axis: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Add one ghost mesh on each side of an axis by odd (plane-preserving) reflection."""
+    if len(centers) == 1:  # a single mesh: constant along this axis
+        half = max(1.0, size / 2.0)
+        return np.array([centers[0] - half, centers[0], centers[0] + half]), np.concatenate([values] * 3, axis=axis)
+    c = np.concatenate([[2 * centers[0] - centers[1]], centers, [2 * centers[-1] - centers[-2]]])
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (1, 1)
+    return c, np.pad(values, pad, mode="reflect", reflect_type="odd")
+
+
+def _median_filter_plane_preserving(grid: np.ndarray, size: int) -> np.ndarray:
+    """Median filter of the mesh grid, padded by odd reflection so a plane is unchanged.
+
+    SExtractor's BACK_FILTERSIZE median; with the usual nearest-value padding a
+    tilted sky would be biased in the border meshes.
+    """
+    r = size // 2
+    ry, rx = min(r, grid.shape[0] - 1), min(r, grid.shape[1] - 1)
+    padded = np.pad(grid, ((ry, ry), (rx, rx)), mode="reflect", reflect_type="odd")
+    filtered = ndimage.median_filter(padded, size=(2 * ry + 1, 2 * rx + 1), mode="nearest")
+    return filtered[ry : ry + grid.shape[0], rx : rx + grid.shape[1]]
 
 
 def _mesh_edges(n: int, mesh: int) -> np.ndarray:
@@ -346,9 +375,8 @@ def assemble_background(
         level = level[iy, ix]
         rms = rms[iy, ix]
     if config.filter_size > 1:
-        size = (min(config.filter_size, level.shape[0] | 1), min(config.filter_size, level.shape[1] | 1))
-        level = ndimage.median_filter(level, size=size, mode="nearest")
-        rms = ndimage.median_filter(rms, size=size, mode="nearest")
+        level = _median_filter_plane_preserving(level, config.filter_size)
+        rms = _median_filter_plane_preserving(rms, config.filter_size)
     ey = _mesh_edges(shape[0], config.mesh_size)
     ex = _mesh_edges(shape[1], config.mesh_size)
     cy = 0.5 * (ey[:-1] + ey[1:]) - 0.5

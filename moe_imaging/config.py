@@ -21,7 +21,7 @@ from typing import Any, Self
 
 from .errors import ConfigError
 
-__all__ = ["Config", "check_range", "check_choice"]
+__all__ = ["Config", "check_range", "check_choice", "check_int"]
 
 
 def check_range(
@@ -61,6 +61,14 @@ def check_range(
         raise ConfigError(f"{name}: must be {op} {low}, got {value}")
     if high is not None and value > high:
         raise ConfigError(f"{name}: must be <= {high}, got {value}")
+
+
+def check_int(name: str, value: object, *, allow_none: bool = False) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an integer (not a float or bool)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name}: expected an integer, got {value!r}")
 
 
 def check_choice(name: str, value: object, choices: tuple[object, ...]) -> None:

@@ -308,9 +308,19 @@ def refine_peaks(
     padded = np.pad(snr, 1, mode="edge")
     yy, xx = y + 1, x + 1
     c = padded[yy, xx]
+    ny, nx = snr.shape
     out = []
     heights = []
-    for left, right in ((padded[yy - 1, xx], padded[yy + 1, xx]), (padded[yy, xx - 1], padded[yy, xx + 1])):
+    # On the array border one neighbour is missing: no refinement along that
+    # axis (edge padding would fake a plateau and push the peak outwards).
+    inside_y = (y > 0) & (y < ny - 1)
+    inside_x = (x > 0) & (x < nx - 1)
+    for left, right, inside in (
+        (padded[yy - 1, xx], padded[yy + 1, xx], inside_y),
+        (padded[yy, xx - 1], padded[yy, xx + 1], inside_x),
+    ):
+        left = np.where(inside, left, c)
+        right = np.where(inside, right, c)
         pos = (left > 0) & (right > 0) & (c > 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             lnl = np.log(np.where(pos, left, 1.0))

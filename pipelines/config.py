@@ -24,7 +24,7 @@ import os
 import tomllib
 
 from moe_imaging.background import BackgroundConfig
-from moe_imaging.config import Config, check_choice, check_range
+from moe_imaging.config import Config, check_choice, check_int, check_range
 from moe_imaging.errors import ConfigError
 from moe_imaging.experts.point import PointExpertConfig
 from moe_imaging.psf import KOLMOGOROV_MOFFAT_BETA
@@ -58,6 +58,7 @@ class PSFConfig(Config):
         check_range("psf.fwhm", self.fwhm, low=0.3, high=200.0, allow_none=True)
         check_range("psf.beta", self.beta, low=1.01, high=100.0)
         check_range("psf.estimate_min_snr", self.estimate_min_snr, low=5.0)
+        check_int("psf.estimate_max_size", self.estimate_max_size)
         check_range("psf.estimate_max_size", self.estimate_max_size, low=64)
 
 
@@ -80,6 +81,8 @@ class TilingConfig(Config):
     scheduler: str = "threads"
 
     def __post_init__(self) -> None:
+        check_int("tiling.tile_size", self.tile_size, allow_none=True)
+        check_int("tiling.workers", self.workers, allow_none=True)
         check_range("tiling.tile_size", self.tile_size, low=64, allow_none=True)
         check_range("tiling.workers", self.workers, low=1, high=1024, allow_none=True)
         check_choice("tiling.scheduler", self.scheduler, ("threads", "sync"))

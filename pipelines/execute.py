@@ -20,6 +20,7 @@ import contextlib
 from collections.abc import Sequence
 
 import dask
+from threadpoolctl import threadpool_limits
 import numpy as np
 from astropy.table import Table, vstack
 
@@ -51,12 +52,15 @@ def _compute(tasks: list, *, scheduler: str, workers: int | None, progress: bool
 
             dprogress(futures)
         return client.gather(futures)
-    ctx: contextlib.AbstractContextManager = contextlib.nullcontext()
-    if progress and len(tasks) > 1:
-        from tqdm.dask import TqdmCallback
+    with contextlib.ExitStack() as stack:
+        if progress and len(tasks) > 1:
+            from tqdm.dask import TqdmCallback
 
-        ctx = TqdmCallback(desc="tiles", unit="task", leave=False)
-    with ctx:
+            stack.enter_context(TqdmCallback(desc="tiles", unit="task", leave=False))
+        if scheduler == "threads":
+            # Tiles already run in parallel threads: one BLAS thread each, or the
+            # BLAS pools oversubscribe the cores.
+            stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
         return list(dask.compute(*tasks, scheduler=scheduler, num_workers=workers))
 
 

@@ -84,14 +84,6 @@ def test_config_accepts_edge_values() -> None:
     BackgroundConfig(mesh_size=4096, filter_size=15)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BackgroundConfig only range-checks mesh_size/filter_size/maxiters: 64.5 (or 64.0 from a "
-        "YAML/JSON file) is accepted and estimate_background then fails with TypeError "
-        "('float' object cannot be interpreted as an integer) in _mesh_edges"
-    ),
-)
 @pytest.mark.parametrize("kwargs", [dict(mesh_size=64.5), dict(filter_size=3.5), dict(maxiters=2.5)])
 def test_config_rejects_non_integer_sizes(kwargs) -> None:
     with pytest.raises(ConfigError):
@@ -119,28 +111,11 @@ def test_background_recovers_tilted_sky_and_noise_inside_the_mesh_grid(field) ->
     assert bkg.global_rms == pytest.approx(SIGMA, rel=0.05)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BackgroundModel.evaluate extrapolates an interpolating (not-a-knot) bicubic spline "
-        "past the outermost mesh centres (mesh errors amplified ~2.2x at the edges, ~5x at "
-        "the corners) and the median filter is not plane-preserving at the grid border: "
-        "errors reach ~1 % of the sky (~1 sigma) along the edges, where SEP's background of "
-        "the same image errs by < 0.2 %"
-    ),
-)
 def test_background_recovers_tilted_sky_and_noise_everywhere(field) -> None:
     img, sky = field
     level, rms = estimate_background(img).evaluate(0, 512, 0, 512)
     assert np.abs(level / sky - 1.0).max() < 0.005
     assert np.abs(rms / SIGMA - 1.0).max() < 0.05
-
-
-EXTRAPOLATION_BUG = (
-    "BackgroundModel.evaluate extrapolates an interpolating (not-a-knot) bicubic spline past "
-    "the outermost mesh centres: a mesh error is amplified ~2.2x at the image edge and ~5x at "
-    "the corner pixel"
-)
 
 
 def test_spline_interpolates_the_mesh_values() -> None:
@@ -158,16 +133,19 @@ def test_spline_interpolates_the_mesh_values() -> None:
         assert vals.mean() == pytest.approx(100.0, abs=0.02)
 
 
-@pytest.mark.xfail(strict=True, reason=EXTRAPOLATION_BUG)
-def test_a_single_mesh_perturbation_is_not_amplified_at_the_corner() -> None:
-    """Flat grid except the corner mesh raised by 1: the model at the corner
-    pixel should stay between the grid values (100 .. 101); it is ~105."""
+def test_a_single_mesh_perturbation_is_amplified_at_most_linearly_at_the_corner() -> None:
+    """Flat grid except the corner mesh raised by 1.  Beyond the outermost mesh
+    centres the model continues the sky linearly (ghost meshes by odd
+    reflection, so planes are exact to the edge): at the corner pixel, half a
+    mesh beyond the corner centre in x and y, a bilinear continuation gives
+    1 + 0.5 + 0.5 + 0.25 = 2.25 times the perturbation.  The free not-a-knot
+    cubic used before gave ~5 times."""
     cfg = BackgroundConfig(filter_size=1)
     level = np.full((8, 8), 100.0)
     level[7, 7] = 101.0
     model = assemble_background(level, np.ones((8, 8)), np.ones((8, 8)), (512, 512), config=cfg)
     corner, _ = model.evaluate(511, 512, 511, 512)
-    assert 100.0 - 1e-9 <= corner[0, 0] <= 101.0 + 1e-9
+    assert 100.0 <= corner[0, 0] <= 102.6
 
 
 def test_evaluate_reproduces_an_exact_plane_without_filtering() -> None:
@@ -183,15 +161,6 @@ def test_evaluate_reproduces_an_exact_plane_without_filtering() -> None:
     assert bkg.rms[:, :8] == pytest.approx(np.full((8, 8), ramp), rel=0.01)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the 3x3 median filter of the mesh grid uses mode='nearest', which is not "
-        "plane-preserving at the border: on a tilted sky the corner meshes are biased by "
-        "|gradient| x mesh_size (1.28 ADU here) and the spline extrapolation turns that into "
-        "4.7 ADU at the corner pixel (1.7 ADU even inside the mesh-centre hull)"
-    ),
-)
 def test_evaluate_reproduces_an_exact_plane_with_the_default_filter() -> None:
     data = _sky(512, 600)
     level, _ = estimate_background(data).evaluate(0, 512, 0, 600)
@@ -308,7 +277,7 @@ def test_all_masked_input_raises(how: str) -> None:
 # --------------------------------------------------------------------------- tiling invariance
 
 
-@settings(max_examples=25, deadline=None, derandomize=True)
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
 @given(
     ny=st.integers(20, 300),
     nx=st.integers(20, 300),
@@ -346,31 +315,14 @@ def test_mesh_block_edges_fall_on_mesh_edges() -> None:
     assert mesh_block_edges(40, 64, 64) == [(0, 40)]
 
 
-@settings(max_examples=40, deadline=None, derandomize=True)
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
 @given(
-    y0=st.integers(0, 299), x0=st.integers(0, 398), h=st.integers(1, 120), w=st.integers(2, 120)
+    y0=st.integers(0, 299), x0=st.integers(0, 399), h=st.integers(1, 120), w=st.integers(1, 120)
 )
 def test_evaluate_on_a_section_equals_the_whole_image_section(y0, x0, h, w) -> None:
     """The foundation of tiling invariance: every tile sees the same background
-    values as the whole image (to 1e-10).  (One-pixel-wide sections: below.)"""
+    values as the whole image (to 1e-10), whatever the section's shape."""
     y1, x1 = min(300, y0 + h), min(400, x0 + w)
-    lvl, rms = _MODEL.evaluate(y0, y1, x0, x1)
-    np.testing.assert_allclose(lvl, _WHOLE[0][y0:y1, x0:x1], rtol=0, atol=1e-10)
-    np.testing.assert_allclose(rms, _WHOLE[1][y0:y1, x0:x1], rtol=0, atol=1e-10)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BackgroundModel.evaluate (working tree) multiplies the B-spline design matrices in "
-        "float32 BLAS; a one-column section goes through a matrix-vector product whose "
-        "summation order differs, so its values differ from the whole-image evaluation by "
-        "1-2 float32 ulp (1.5e-5 .. 3e-5 ADU at 200 ADU)"
-    ),
-)
-@pytest.mark.parametrize("section", [(0, 2, 0, 1), (0, 300, 399, 400), (7, 71, 13, 14)])
-def test_evaluate_on_a_one_column_section_equals_the_whole_image_section(section) -> None:
-    y0, y1, x0, x1 = section
     lvl, rms = _MODEL.evaluate(y0, y1, x0, x1)
     np.testing.assert_allclose(lvl, _WHOLE[0][y0:y1, x0:x1], rtol=0, atol=1e-10)
     np.testing.assert_allclose(rms, _WHOLE[1][y0:y1, x0:x1], rtol=0, atol=1e-10)
