@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from pipelines.runtime import tune_allocator
+
 TARGET_GIB = 2.5
 
 
@@ -81,6 +83,7 @@ def run_child(path: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_allocator()  # as the moe-imaging command does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=16384)
     parser.add_argument("--out", default="bench_out")

@@ -36,6 +36,7 @@ from catalogs.evaluate import astrometric_rms, completeness_by_snr, match_to_tru
 from moe_imaging.simulate import SurveySimConfig, simulate_survey
 from pipelines import DetectionConfig, detect_image
 from pipelines.io import write_exposure
+from pipelines.runtime import tune_allocator
 
 
 def run_sep(path: Path) -> tuple[Table, float]:
@@ -63,6 +64,7 @@ def score(cat: Table, truth: Table, fwhm: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_allocator()  # as the moe-imaging command does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=2026, help="a seed no test or training uses")

@@ -118,19 +118,21 @@ class BackgroundModel:
         # RectBivariateSpline's "x" is our first axis (y): its kx is our ky.
         return interpolate.RectBivariateSpline(cy, cx, v, kx=ky, ky=kx, s=0)
 
-    def evaluate(self, y0: int, y1: int, x0: int, x1: int) -> tuple[np.ndarray, np.ndarray]:
+    def evaluate(
+        self, y0: int, y1: int, x0: int, x1: int, *, dtype: type = np.float64
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Background level and RMS over the section ``[y0:y1, x0:x1]`` (global pixels).
 
-        Returns float64 arrays of shape ``(y1 - y0, x1 - x0)``; a pixel gets
-        the same value (to ~1e-15) whatever section it is evaluated in.  The RMS is
+        Returns arrays of shape ``(y1 - y0, x1 - x0)``.  In float64 a pixel
+        gets the same value (to ~1e-15) whatever section it is evaluated in;
+        ``dtype=numpy.float32`` is twice as fast and agrees to ~1e-7.  The RMS is
         floored at a small positive value so it can be inverted.
         """
         yy = np.arange(y0, y1, dtype=np.float64)
         xx = np.arange(x0, x1, dtype=np.float64)
-        level = _evaluate_on_grid(self._spline(self.level), yy, xx)
-        rms = _evaluate_on_grid(self._spline(self.rms), yy, xx)
+        level, rms = _evaluate_on_grid((self._spline(self.level), self._spline(self.rms)), yy, xx, dtype)
         floor = max(1e-12, 0.1 * float(np.min(self.rms))) if self.rms.size else 1e-12
-        return level, np.maximum(rms, floor)
+        return level, np.maximum(rms, dtype(floor))
 
     @property
     def global_level(self) -> float:
@@ -143,20 +145,29 @@ class BackgroundModel:
         return float(np.median(self.rms))
 
 
-def _evaluate_on_grid(spline: interpolate.RectBivariateSpline, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
-    """Evaluate a tensor-product spline on a grid as ``B_y (C B_x^T)``.
+def _evaluate_on_grid(
+    splines: tuple[interpolate.RectBivariateSpline, ...], yy: np.ndarray, xx: np.ndarray, dtype: type = np.float64
+) -> list[np.ndarray]:
+    """Evaluate tensor-product splines (sharing their knots) on a grid as ``B_y (C B_x^T)``.
 
     The values of ``spline(yy, xx)``, computed from the two B-spline design
-    matrices with BLAS products: several times faster than
-    FITPACK's per-point loop on a tile, and it releases the GIL so tiles
-    evaluate their backgrounds in parallel.
+    matrices (built once for all the splines) with BLAS products: several
+    times faster than FITPACK's per-point loop on a tile, and it releases the
+    GIL so tiles evaluate their backgrounds in parallel.
     """
-    ty, tx = spline.tck[0], spline.tck[1]
-    ky, kx = spline.degrees
-    coef = spline.tck[2].reshape(len(ty) - ky - 1, len(tx) - kx - 1)
-    by = interpolate.BSpline.design_matrix(np.clip(yy, ty[ky], ty[-ky - 1]), ty, ky).toarray()
+    ty, tx = splines[0].tck[0], splines[0].tck[1]
+    ky, kx = splines[0].degrees
+    by = interpolate.BSpline.design_matrix(np.clip(yy, ty[ky], ty[-ky - 1]), ty, ky).toarray().astype(dtype)
     bx = interpolate.BSpline.design_matrix(np.clip(xx, tx[kx], tx[-kx - 1]), tx, kx).toarray()
-    return by @ (coef @ bx.T)
+    out = []
+    for spline in splines:
+        same_knots = np.array_equal(spline.tck[0], ty) and np.array_equal(spline.tck[1], tx)
+        if not same_knots or spline.degrees != (ky, kx):
+            out.extend(_evaluate_on_grid((spline,), yy, xx, dtype))
+            continue
+        coef = spline.tck[2].reshape(len(ty) - ky - 1, len(tx) - kx - 1)
+        out.append(by @ (coef @ bx.T).astype(dtype))
+    return out
 
 
 def _ghost_ring(centers: np.ndarray, values: np.ndarray, *, axis: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -276,6 +287,113 @@ def clipped_stats(
     return mean, median, std
 
 
+def histogram_clipped_stats(
+    values: np.ndarray,
+    *,
+    sigma: float = 3.0,
+    maxiters: int = 10,
+    bins_per_sigma: int = 16,
+    half_range_sigma: float = 6.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sigma-clipped mean, median and standard deviation of each row, from histograms.
+
+    Source Extractor's way (``back.c``): a rough centre and width per row come
+    from a sorted subsample (512 values); every value within
+    ``half_range_sigma`` rough widths is binned (``bins_per_sigma`` bins per
+    width), with the exact sums of values and squares per bin; then the
+    clipping iterations (median +- ``sigma`` std, until nothing changes) run
+    on the histograms alone.  Cuts fall on bin edges (1/16 sigma), values
+    beyond 6 rough sigma are treated as clipped from the start.  The result
+    agrees with :func:`clipped_stats` to ~1 % of sigma and costs a fraction of
+    it; rows whose subsample has too few values or no spread are computed
+    exactly with :func:`clipped_stats`.
+
+    Parameters and returns as :func:`clipped_stats`.
+    """
+    vals = np.asarray(values, dtype=np.float32)
+    m, n = vals.shape
+    rows = np.arange(m)
+    step = max(1, n // 512)
+    sub = np.sort(vals[:, ::step], axis=1)
+    nsub = np.count_nonzero(~np.isnan(sub), axis=1)
+
+    def quantile(p: float) -> np.ndarray:
+        return sub[rows, np.clip(np.floor((nsub - 1) * p + 0.5).astype(np.int64), 0, sub.shape[1] - 1)].astype(np.float64)
+
+    centre = quantile(0.5)
+    width = 0.5 * (quantile(0.8413) - quantile(0.1587))
+    ok = (nsub >= 32) & (width > 0) & np.isfinite(width)
+    mean = np.full(m, np.nan)
+    median = np.full(m, np.nan)
+    std = np.full(m, np.nan)
+    if (~ok).any():
+        mean[~ok], median[~ok], std[~ok] = clipped_stats(vals[~ok], sigma=sigma, maxiters=maxiters)
+    if not ok.any():
+        return mean, median, std
+    r = np.flatnonzero(ok)
+    nb = int(2 * half_range_sigma * bins_per_sigma)
+    w = width[r] / bins_per_sigma
+    lo_edge = centre[r] - half_range_sigma * width[r]
+    v = vals[r]
+    pos = (v - lo_edge[:, None].astype(np.float32)) * (1.0 / w[:, None]).astype(np.float32)
+    inside = (pos >= 0) & (pos < nb)  # NaN is never inside
+    size = len(r) * nb
+    pos[~inside] = 0.0
+    # flat bin index per value; values outside the range go to an overflow bin
+    b = pos.astype(np.int64)
+    b += (np.arange(len(r)) * nb)[:, None]
+    b[~inside] = size
+    b = b.ravel()
+    d = v - centre[r][:, None].astype(np.float32)
+    d[~inside] = 0.0
+    d = d.ravel().astype(np.float64)
+    c0 = np.zeros((len(r), nb + 1))
+    c1 = np.zeros((len(r), nb + 1))
+    c2 = np.zeros((len(r), nb + 1))
+    counts = np.bincount(b, minlength=size + 1)[:size].reshape(len(r), nb)
+    np.cumsum(counts, axis=1, out=c0[:, 1:])
+    np.cumsum(np.bincount(b, weights=d, minlength=size + 1)[:size].reshape(len(r), nb), axis=1, out=c1[:, 1:])
+    np.cumsum(np.bincount(b, weights=d * d, minlength=size + 1)[:size].reshape(len(r), nb), axis=1, out=c2[:, 1:])
+    rr = np.arange(len(r))
+    lo = np.zeros(len(r), dtype=np.int64)
+    hi = np.full(len(r), nb, dtype=np.int64)
+    # cumulative counts as one increasing key for a single binary search per iteration
+    span = float(c0[:, -1].max()) + 1.0
+    key = (c0 + (rr * span)[:, None]).ravel()
+
+    def stats(lo: np.ndarray, hi: np.ndarray):
+        cnt = c0[rr, hi] - c0[rr, lo]
+        nn = np.maximum(cnt, 1.0)
+        mu = (c1[rr, hi] - c1[rr, lo]) / nn
+        var = (c2[rr, hi] - c2[rr, lo]) / nn - mu * mu
+        # median: the bin where the cumulative count crosses half, linear inside it
+        target = c0[rr, lo] + 0.5 * cnt
+        j = np.searchsorted(key, rr * span + target, side="left") - rr * (nb + 1) - 1
+        j = np.clip(j, lo, np.maximum(hi - 1, lo))
+        in_bin = counts[rr, np.minimum(j, nb - 1)]
+        frac = np.where(in_bin > 0, (target - c0[rr, j]) / np.maximum(in_bin, 1), 0.5)
+        med = (j + np.clip(frac, 0.0, 1.0)) * w
+        return mu, med, np.sqrt(np.clip(var, 0.0, None)), cnt
+
+    for _ in range(int(maxiters)):
+        mu, med, sd, _ = stats(lo, hi)
+        # median and cuts in bin units from lo_edge; mu is relative to centre
+        cut_lo = med - sigma * sd
+        cut_hi = med + sigma * sd
+        new_lo = np.clip(np.ceil(cut_lo / w - 1e-9).astype(np.int64), 0, nb)
+        new_hi = np.clip(np.floor(cut_hi / w + 1e-9).astype(np.int64), 0, nb)
+        new_hi = np.maximum(new_hi, new_lo)
+        if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
+            break
+        lo, hi = new_lo, new_hi
+    mu, med, sd, cnt = stats(lo, hi)
+    good = cnt > 0
+    mean[r] = np.where(good, mu + centre[r], np.nan)
+    median[r] = np.where(good, med + lo_edge, np.nan)
+    std[r] = np.where(good, sd, np.nan)
+    return mean, median, std
+
+
 def _mesh_rows(arr: np.ndarray, rows: slice, ex: np.ndarray, cols: np.ndarray, width: int) -> np.ndarray:
     """Pixels of the meshes ``cols`` (all ``width`` wide) of one mesh row, one mesh per row."""
     if len(cols) > 1 and np.all(np.diff(cols) == 1):
@@ -327,8 +445,8 @@ def mesh_statistics(
             ok = frac > 0
             if not ok.any():
                 continue
-            mean, median, std = clipped_stats(
-                blocks if ok.all() else blocks[ok], sigma=config.sigma, maxiters=config.maxiters, overwrite=True
+            mean, median, std = histogram_clipped_stats(
+                blocks if ok.all() else blocks[ok], sigma=config.sigma, maxiters=config.maxiters
             )
             if config.estimator == "sextractor":
                 # SExtractor: mode = 2.5 med - 1.5 mean unless (mean - med)/std > 0.3

@@ -21,6 +21,8 @@ from pathlib import Path
 from moe_imaging import __version__
 from moe_imaging.errors import MoeImagingError
 
+from .runtime import tune_allocator
+
 __all__ = ["main", "build_parser"]
 
 _EXIT_ERROR = 2
@@ -135,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``moe-imaging`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    tune_allocator()
     try:
         if args.command == "detect":
             return _cmd_detect(args)

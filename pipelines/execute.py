@@ -114,10 +114,10 @@ def read_tile(
     """
     y0, y1, x0, x1 = spec.outer
     section = exposure.read(y0, y1, x0, x1)
-    level, rms = background.evaluate(y0, y1, x0, x1)
     mask = np.asarray(section.mask, dtype=np.uint16)
     # float32 pixels (float64 files stay float64): half the memory traffic.
     work = np.float64 if np.asarray(section.data).dtype == np.float64 else np.float32
+    level, rms = background.evaluate(y0, y1, x0, x1, dtype=work)
     image = np.subtract(section.data, level, dtype=work)
     image[(mask & np.uint16(MaskBit.NONFINITE)) != 0] = 0.0
     if section.variance is not None:

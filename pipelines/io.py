@@ -236,6 +236,19 @@ class Exposure:
     weight_hdu: int | None = None
     mask_hdu: int | None = None
 
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        """Dask task key: the file (path, size, mtime) and the HDUs read.
+
+        Without it Dask would tokenize the header and WCS by pickling them,
+        which costs more than the tasks' scheduling.
+        """
+        try:
+            st = self.path.stat()
+            stamp: tuple[Any, ...] = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            stamp = ()
+        return ("Exposure", str(self.path), self.hdu, self.variance_hdu, self.weight_hdu, self.mask_hdu, stamp)
+
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickle compactly: the header travels as its 80-character cards."""
         return (

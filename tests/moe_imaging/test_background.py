@@ -349,3 +349,52 @@ def test_rms_is_floored_positive() -> None:
     )
     _, rms = model.evaluate(0, 60, 0, 60)
     assert np.all(rms > 0)
+
+
+# --------------------------------------------------------------------------- clipped statistics
+
+
+def _contaminated_rows(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    rows = rng.normal(500.0, 16.0, size=(48, 4096))
+    rows[:, :300] += rng.exponential(100.0, (48, 300))  # faint sources in the mesh
+    rows[:, 300:310] += 5e4  # a bright star's core
+    rows[3] = np.nan  # a fully masked mesh
+    rows[5, :4000] = np.nan  # a nearly masked mesh
+    return rows
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_clipped_stats_equals_astropy(seed: int) -> None:
+    from astropy.stats import sigma_clipped_stats
+
+    from moe_imaging.background import clipped_stats
+
+    rows = _contaminated_rows(seed)
+    with np.errstate(all="ignore"), pytest.warns(Warning):
+        ref = sigma_clipped_stats(rows, axis=1, sigma=3.0, maxiters=10)
+    got = clipped_stats(rows, sigma=3.0, maxiters=10)
+    for r, g in zip(ref, got):
+        np.testing.assert_allclose(g, np.asarray(r), rtol=1e-5, equal_nan=True)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_histogram_clipped_stats_agrees_with_exact_to_a_few_percent_of_sigma(seed: int) -> None:
+    from moe_imaging.background import clipped_stats, histogram_clipped_stats
+
+    rows = _contaminated_rows(seed)
+    exact = clipped_stats(rows)
+    fast = histogram_clipped_stats(rows)
+    for e, f in zip(exact, fast):
+        assert np.array_equal(np.isnan(e), np.isnan(f))
+        assert np.nanmax(np.abs(e - f)) < 0.03 * 16.0
+
+
+def test_histogram_clipped_stats_falls_back_for_constant_rows() -> None:
+    from moe_imaging.background import histogram_clipped_stats
+
+    rows = np.full((4, 1000), 7.0)
+    mean, median, std = histogram_clipped_stats(rows)
+    np.testing.assert_allclose(mean, 7.0)
+    np.testing.assert_allclose(median, 7.0)
+    np.testing.assert_allclose(std, 0.0, atol=1e-6)
