@@ -46,7 +46,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..config import Config, check_range
-from ..detection import find_peaks, matched_filter, refine_peaks, threshold_for_false_rate
+from ..detection import connected_regions, find_peaks, matched_filter, refine_peaks, threshold_for_false_rate
 from ..flags import MaskBit, SourceFlag
 from ..psf import PSF
 from ..tile import Tile
@@ -223,9 +223,9 @@ def find_point_sources(tile: Tile, *, config: PointExpertConfig = PointExpertCon
         return _empty()
     kernel = psf.kernel(config.kernel_energy)
     threshold = config.detection_threshold(psf)
-    snr, flux_map, ferr_map = matched_filter(
+    snr, _, ferr_map = matched_filter(
         img, tile.inverse_variance, kernel, good=good, smooth_weight=tile.smooth_variance,
-        min_coverage=config.min_coverage,
+        min_coverage=config.min_coverage, with_flux=False,
     )
 
     oy, ox = tile.origin
@@ -359,21 +359,16 @@ def _saturated_cores(
     if not saturated.any():
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     sigma_s = max(1.0, psf.fwhm)
-    labels, n = ndimage.label(saturated, structure=np.ones((3, 3), bool))
-    objects = ndimage.find_objects(labels)
     ny, nx = saturated.shape
     margin = 4.0 * sigma_s
     pad = int(math.ceil(4 * sigma_s))
     ys, xs = [], []
-    for lab, sl in enumerate(objects, start=1):
-        if sl is None:
-            continue
+    for sl, region in connected_regions(saturated):
         # smoothed saturated fraction on the region's padded box only
         by0, by1 = max(0, sl[0].start - pad), min(ny, sl[0].stop + pad)
         bx0, bx1 = max(0, sl[1].start - pad), min(nx, sl[1].stop + pad)
         box = ndimage.gaussian_filter(saturated[by0:by1, bx0:bx1].astype(np.float64), sigma_s, mode="constant")
         smooth_sl = box[sl[0].start - by0 : sl[0].stop - by0, sl[1].start - bx0 : sl[1].stop - bx0]
-        region = labels[sl] == lab
         vals = np.where(region, smooth_sl, -1.0)
         iy, ix = np.unravel_index(int(np.argmax(vals)), vals.shape)  # first max in row-major order
         cy, cx = iy + sl[0].start, ix + sl[1].start
