@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,9 +34,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from catalogs.evaluate import astrometric_rms, completeness_by_snr, match_to_truth, purity
-from moe_imaging.simulate import SurveySimConfig, simulate_survey
 from pipelines import DetectionConfig, detect_image
-from pipelines.io import write_exposure
 from pipelines.runtime import tune_allocator
 
 
@@ -75,11 +74,17 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"point_{args.size}_seed{args.seed}.fits"
+    # Simulate in a child process (the `moe-imaging simulate` command): GalSim's
+    # thread pool then cannot compete with the timed runs in this process.
     t0 = time.perf_counter()
-    sim = simulate_survey(SurveySimConfig(size=args.size, seed=args.seed, fwhm_px=args.fwhm))
-    write_exposure(path, sim.image, sim.header)
-    truth = sim.truth
+    subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "simulate", "survey", "--size", str(args.size),
+         "--seed", str(args.seed), "--fwhm", str(args.fwhm), "--out", str(out)],
+        check=True, capture_output=True,
+    )
+    stem = out / f"survey_{args.size}_seed{args.seed}"
+    path = stem.with_suffix(".fits")
+    truth = Table.read(f"{stem}_truth.ecsv")
     print(f"simulated {args.size}^2 field (seed {args.seed}, FWHM {args.fwhm} px) in {time.perf_counter() - t0:.1f} s: "
           f"{len(truth)} objects")
 
