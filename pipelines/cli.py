@@ -18,8 +18,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from moe_imaging import __version__
 from moe_imaging.errors import MoeImagingError
+from moe_imaging.flags import SourceFlag
 
 from .runtime import tune_allocator
 
@@ -90,7 +93,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         hdu=_hdu_arg(args.hdu),
         psf_file=args.psf_file,
         tile_size=args.tile if args.tile is not None else -1,
-        progress=not args.quiet,
+        progress=not args.quiet and sys.stderr.isatty(),
     )
     path = write_catalog(result.catalog, out, provenance=result.provenance)
     if not args.quiet:
@@ -102,10 +105,14 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             f"{args.image}: {nx}x{ny} px, PSF FWHM {result.psf.fwhm:.2f} px ({result.psf.source}), "
             f"threshold {prov.threshold:.2f} sigma, {prov.n_tiles} tile(s)"
         )
-        flagged = int((cat["flags"] != 0).sum()) if len(cat) else 0
+        flags = np.asarray(cat["flags"], dtype=np.int64)
+        by_flag = ", ".join(
+            f"{int(((flags & int(bit)) != 0).sum())} {bit.name}" for bit in SourceFlag if ((flags & int(bit)) != 0).any()
+        )
         print(
-            f"{len(cat)} detections ({', '.join(f'{k}: {v}' for k, v in sorted(kinds.items())) or 'none'}; "
-            f"{flagged} flagged) in {time.perf_counter() - t0:.1f} s"
+            f"{len(cat)} detections ({', '.join(f'{k}: {v}' for k, v in sorted(kinds.items())) or 'none'}) "
+            f"in {time.perf_counter() - t0:.1f} s; {int((flags == 0).sum())} unflagged"
+            + (f"; flagged: {by_flag}" if by_flag else "")
         )
         print(f"catalog: {path}")
     return 0
