@@ -233,7 +233,9 @@ def find_point_sources(tile: Tile, *, config: PointExpertConfig = PointExpertCon
     cy0, cy1, cx0, cx1 = tile.core
 
     # --- saturated cores ---------------------------------------------------
-    saturated = (mask & np.uint16(MaskBit.SATURATED)) != 0
+    # Saturated pixels are evidence of a bright star, unless the input's own
+    # mask says the pixel is bad (a hot column reads "saturated" too).
+    saturated = ((mask & np.uint16(MaskBit.SATURATED)) != 0) & ((mask & np.uint16(MaskBit.BAD)) == 0)
     ny_tile, nx_tile = img.shape
     open_edges = (oy > 0, oy + ny_tile < ny_img, ox > 0, ox + nx_tile < nx_img)
     sat_y, sat_x = _saturated_cores(saturated, psf, open_edges=open_edges)
