@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := demo
 WORKERS ?=
 
-.PHONY: demo test bench bench-memory venv clean
+.PHONY: demo test bench bench-tests venv clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_point.py --size 4096
 	$(BIN)/python benchmarks/bench_memory.py --size 16384
+
+bench-tests: $(STAMP)
+	$(BIN)/python -m pytest -m slow -q tests/benchmarks
 
 clean:
 	rm -rf $(DEMO) bench_out .pytest_cache
