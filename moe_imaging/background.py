@@ -4,10 +4,12 @@ The method is Source Extractor's (Bertin & Arnouts 1996), as in SEP and
 photutils ``Background2D``:
 
 1. the image is cut into square meshes on a grid anchored at pixel (0, 0);
-2. in each mesh, unmasked pixels are sigma-clipped and the background level is
-   the Source Extractor mode estimate ``2.5 median - 1.5 mean`` (the median when
-   the clipped distribution is strongly skewed, i.e. crowded); the noise is
-   the clipped standard deviation;
+2. in each mesh, unmasked pixels are 3-sigma clipped around the median until
+   nothing changes (on a fine histogram of the pixel values, as Source
+   Extractor does: :func:`histogram_clipped_stats`), and the background level
+   is the Source Extractor mode estimate ``2.5 median - 1.5 mean`` (the median
+   when the clipped distribution is strongly skewed, i.e. crowded); the noise
+   is the clipped standard deviation;
 3. meshes with too few good pixels are filled from their neighbours, and the
    mesh grid is median-filtered to remove meshes spoiled by bright sources;
 4. a bicubic spline through the mesh centres gives the background and RMS at
@@ -37,6 +39,8 @@ __all__ = [
     "assemble_background",
     "estimate_background",
     "clipped_stats",
+    "histogram_clipped_stats",
+    "mesh_block_edges",
 ]
 
 
@@ -535,5 +539,3 @@ def estimate_background(
     level, rms, good = mesh_statistics(data, mask, config=config)
     return assemble_background(level, rms, good, np.shape(data), config=config)
 
-
-__all__ += ["mesh_block_edges"]

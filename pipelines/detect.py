@@ -26,7 +26,6 @@ from astropy.table import Table
 
 from catalogs import add_sky_coordinates, empty_catalog, make_provenance, validate
 from catalogs.provenance import Provenance
-from moe_imaging import __version__
 from moe_imaging.background import BackgroundModel
 from moe_imaging.errors import InputError, PSFError
 from moe_imaging.experts.point import PointExpert
