@@ -116,3 +116,17 @@ def test_mef_with_variance_and_mask_planes(mef_pair) -> None:
     d, _ = ta.query(np.column_stack([b["y"][far_b], b["x"][far_b]]))
     assert np.mean(d < 0.5) > 0.97
     assert abs(far_a.sum() - far_b.sum()) <= max(5, 0.05 * far_a.sum())
+
+
+def test_distributed_cluster_gives_the_same_catalog(mef_pair) -> None:
+    """One task per tile on a real (process-based) Dask cluster: the exposure
+    travels as a small handle, workers read their own pixels, same catalog."""
+    from distributed import Client, LocalCluster
+
+    plain, _, _ = mef_pair
+    local = detect_image(plain, tile_size=256, checksum=False).catalog
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            remote = detect_image(plain, tile_size=256, checksum=False, client=client).catalog
+    np.testing.assert_array_equal(remote["source_id"], local["source_id"])
+    np.testing.assert_allclose(remote["flux"], local["flux"], rtol=1e-6)
