@@ -294,7 +294,7 @@ def estimate_psf(
     fwhm_guess: float = 3.0,
     min_snr: float = 30.0,
     max_stars: int = 100,
-    min_stars: int = 5,
+    min_stars: int = 3,
 ) -> PSF:
     """Estimate the PSF from bright, isolated, unsaturated stars.
 
@@ -361,10 +361,12 @@ def estimate_psf(
             "stars (S/N >= {:.0f}) found".format(min_snr)
         )
     sel_y, sel_x = stars
-    order = np.argsort(-snr[sel_y, sel_x])[:max_stars]
+    order = np.argsort(-snr[sel_y, sel_x])
     half = max(3, int(math.ceil(3.0 * fwhm)))
     stamps = []
     for iy, ix in zip(sel_y[order], sel_x[order]):
+        if len(stamps) == max_stars:  # the brightest usable ones
+            break
         y0, x0 = iy - half - 2, ix - half - 2
         if y0 < 0 or x0 < 0 or iy + half + 3 > img.shape[0] or ix + half + 3 > img.shape[1]:
             continue
@@ -394,17 +396,32 @@ def _stellar_locus(
     peaks: tuple[np.ndarray, np.ndarray],
     fwhm: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Select isolated point sources: the tight, small-size locus above cosmic rays."""
+    """Select isolated point sources: the tight, small-size locus above cosmic rays.
+
+    A star is isolated when no peak within its stamp (plus a FWHM) is brighter
+    than a tenth of it, and none at all lies closer than 1.5 FWHM: faint
+    neighbours do not bias a median stack, and requiring emptiness would leave
+    no star at all in a crowded field (a globular cluster, a plate scan).
+    """
     py, px = peaks
     ny, nx = img.shape
-    half = max(3, int(math.ceil(2.5 * fwhm)))
-    iso = 3 * half
-    # isolation: no other peak (of any brightness above threshold) within `iso`
+    half = max(3, int(math.ceil(2.0 * fwhm)))
+    r_iso = half + int(math.ceil(fwhm))
     from scipy.spatial import cKDTree
 
-    tree = cKDTree(np.column_stack([py, px]))
-    counts = np.array([len(n) for n in tree.query_ball_point(np.column_stack([py, px]), iso)])
-    keep = (counts == 1) & (py >= half) & (px >= half) & (py < ny - half) & (px < nx - half)
+    val = snr[py, px]
+    pts = np.column_stack([py, px])
+    tree = cKDTree(pts)
+    isolated = np.ones(len(py), dtype=bool)
+    for i, neighbours in enumerate(tree.query_ball_point(pts, r_iso)):
+        for j in neighbours:
+            if j == i:
+                continue
+            close = (py[j] - py[i]) ** 2 + (px[j] - px[i]) ** 2 < (1.5 * fwhm) ** 2
+            if close or val[j] > 0.1 * val[i]:
+                isolated[i] = False
+                break
+    keep = isolated & (py >= half) & (px >= half) & (py < ny - half) & (px < nx - half)
     sizes = np.full(len(py), np.nan)
     for i in np.flatnonzero(keep):
         sl = (slice(py[i] - half, py[i] + half + 1), slice(px[i] - half, px[i] + half + 1))
