@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=2026, help="a seed no test or training uses")
     parser.add_argument("--fwhm", type=float, default=3.0)
+    parser.add_argument("--psf-model", choices=("moffat", "kolmogorov"), default="moffat")
     parser.add_argument("--out", default="bench_out")
     parser.add_argument("--repeat", type=int, default=5, help="timing repetitions (median is reported)")
     args = parser.parse_args(argv)
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "simulate", "survey", "--size", str(args.size),
-         "--seed", str(args.seed), "--fwhm", str(args.fwhm), "--out", str(out)],
+         "--seed", str(args.seed), "--fwhm", str(args.fwhm), "--psf-model", args.psf_model, "--out", str(out)],
         check=True, capture_output=True,
     )
     stem = out / f"survey_{args.size}_seed{args.seed}"
