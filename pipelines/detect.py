@@ -28,7 +28,7 @@ from catalogs import add_sky_coordinates, empty_catalog, make_provenance, valida
 from catalogs.provenance import Provenance
 from moe_imaging.background import BackgroundModel
 from moe_imaging.errors import InputError, PSFError
-from moe_imaging.experts.point import PointExpert
+from moe_imaging.experts import make_expert
 from moe_imaging.psf import PSF, estimate_psf, moffat_psf, psf_from_image
 
 from .config import DetectionConfig
@@ -169,7 +169,7 @@ def detect_image(
     except ValueError as exc:  # no usable mesh
         raise InputError(str(exposure.path), f"cannot estimate the background: {exc}") from None
     psf = choose_psf(exposure, background, config, psf_file=psf_file)
-    experts = [PointExpert(config.point)]
+    experts = [make_expert("point", config.point)]
     halo = halo_for(psf, experts)
     tiles = make_tiles(exposure.shape, size, halo)
     table = run_tiles(exposure, tiles, psf, background, experts, progress=progress, **sched)

@@ -1,13 +1,24 @@
 """Detector experts: each strong on one kind of object, with the PSF as prior.
 
-Experts are registered by name in :data:`REGISTRY` and chosen by configuration.
+Experts follow the protocol in :mod:`.base`, are registered by name in
+:data:`REGISTRY` and built from configuration with :func:`make_expert`.
 """
 
 from __future__ import annotations
 
-from .point import PointExpert, PointExpertConfig, find_point_sources
+from .base import CANDIDATE_COLUMNS, KINDS, REGISTRY, Expert, empty_candidates, make_expert, register
+from .point import PointExpert, PointExpertConfig, find_point_sources, score_point_sources
 
-__all__ = ["PointExpert", "PointExpertConfig", "find_point_sources", "REGISTRY"]
-
-REGISTRY: dict[str, type] = {PointExpert.name: PointExpert}
-"""Expert classes by name."""
+__all__ = [
+    "CANDIDATE_COLUMNS",
+    "KINDS",
+    "REGISTRY",
+    "Expert",
+    "empty_candidates",
+    "make_expert",
+    "register",
+    "PointExpert",
+    "PointExpertConfig",
+    "find_point_sources",
+    "score_point_sources",
+]

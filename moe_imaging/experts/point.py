@@ -50,8 +50,9 @@ from ..detection import connected_regions, find_peaks, matched_filter, refine_pe
 from ..flags import MaskBit, SourceFlag
 from ..psf import PSF
 from ..tile import Tile
+from .base import register
 
-__all__ = ["PointExpertConfig", "PointExpert", "find_point_sources", "CANDIDATE_COLUMNS"]
+__all__ = ["PointExpertConfig", "PointExpert", "find_point_sources", "score_point_sources", "CANDIDATE_COLUMNS"]
 
 
 CANDIDATE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -152,6 +153,7 @@ def _window_radius(psf: PSF) -> int:
     return max(2, int(math.ceil(3.0 * psf.sigma)))
 
 
+@register
 class PointExpert:
     """Point sources (stars, unresolved galaxies) by PSF matched filtering.
 
@@ -188,6 +190,16 @@ class PointExpert:
     def propose(self, tile: Tile) -> Table:
         """Detect and measure point sources owned by ``tile`` (see module docs)."""
         return find_point_sources(tile, config=self.config)
+
+    def score(self, tile: Tile, candidates: Table) -> Table:
+        """Point-source evidence at each candidate's position.
+
+        Columns: ``point_snr`` (the matched-filter significance, interpolated
+        at the candidate's nearest pixel peak) and ``point_sharpness`` (peak
+        pixel over the PSF's prediction: ~1 for a point source).  NaN for
+        candidates outside the tile or where the filter is undefined.
+        """
+        return score_point_sources(tile, candidates, config=self.config)
 
 
 def _empty() -> Table:
@@ -339,6 +351,48 @@ def find_point_sources(tile: Tile, *, config: PointExpertConfig = PointExpertCon
     table = Table({name: np.asarray(cols[name], dtype=dt)[order] for name, dt in CANDIDATE_COLUMNS})
     table.meta["threshold"] = threshold
     return table
+
+
+def score_point_sources(
+    tile: Tile, candidates: Table, *, config: PointExpertConfig = PointExpertConfig()
+) -> Table:
+    """Point-source evidence (``point_snr``, ``point_sharpness``) at given positions.
+
+    Parameters
+    ----------
+    tile : Tile
+        The tile the candidates lie on.
+    candidates : astropy.table.Table
+        Rows with global 0-based ``x`` and ``y``.
+    config : PointExpertConfig
+        Options (kernel energy, coverage).
+    """
+    n = len(candidates)
+    point_snr = np.full(n, np.nan)
+    point_sharp = np.full(n, np.nan)
+    img = np.asarray(tile.image)
+    if n == 0 or img.size == 0:
+        return Table({"point_snr": point_snr, "point_sharpness": point_sharp})
+    good = ~tile.bad
+    kernel = tile.psf.kernel(config.kernel_energy)
+    snr, _, ferr = matched_filter(
+        img, tile.inverse_variance, kernel, good=good, smooth_weight=tile.smooth_variance,
+        min_coverage=config.min_coverage, with_flux=False,
+    )
+    oy, ox = tile.origin
+    yl = np.asarray(candidates["y"], dtype=np.float64) - oy
+    xl = np.asarray(candidates["x"], dtype=np.float64) - ox
+    inside = np.isfinite(yl) & np.isfinite(xl) & (yl > -0.5) & (xl > -0.5) & (yl < img.shape[0] - 0.5) & (xl < img.shape[1] - 0.5)
+    if inside.any():
+        iy = _round_half_up(yl[inside])
+        ix = _round_half_up(xl[inside])
+        _, _, height = refine_peaks(snr, iy, ix)
+        valid = snr[iy, ix] != 0
+        point_snr[inside] = np.where(valid, height, np.nan)
+        flux = height * ferr[iy, ix]
+        sharp, _ = _sharpness(img, yl[inside], xl[inside], flux, tile.psf)
+        point_sharp[inside] = np.where(valid, sharp, np.nan)
+    return Table({"point_snr": point_snr, "point_sharpness": point_sharp})
 
 
 def _saturated_cores(
