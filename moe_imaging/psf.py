@@ -16,7 +16,9 @@ Ways to obtain one, in the order the pipeline prefers them:
   profile (Trujillo et al. 2001, MNRAS 328, 977);
 * :func:`estimate_psf` -- from bright, isolated, unsaturated stars in the image
   when the header says nothing: the stellar locus is found in the size--S/N
-  plane and the stars' centred stamps are median-stacked.
+  plane and the stars' centred stamps are median-stacked;
+* :func:`airy_psf` -- for microscopy, from the optics: numerical aperture,
+  emission wavelength and pixel size.
 
 All functions are pure: arrays in, a :class:`PSF` out.
 """
@@ -39,6 +41,7 @@ __all__ = [
     "KOLMOGOROV_MOFFAT_BETA",
     "moffat_psf",
     "gaussian_psf",
+    "airy_psf",
     "psf_from_image",
     "estimate_psf",
     "measure_fwhm",
@@ -66,7 +69,7 @@ class PSF:
         Where the PSF came from, e.g. ``"header:FWHM"``, ``"header:SEEING"``,
         ``"image:irac_ch1_flight.fits"``, ``"stars:23"``, ``"config"``.
     model : str
-        ``"moffat"``, ``"gaussian"`` or ``"empirical"``.
+        ``"moffat"``, ``"gaussian"``, ``"airy"`` or ``"empirical"``.
     beta : float or None
         Moffat index, when ``model == "moffat"``.
     """
@@ -191,6 +194,52 @@ def _discretize(model, rng: tuple[float, float], fwhm: float) -> np.ndarray:
     lo, hi = int(round(rng[0] + 0.5)), int(round(rng[1] + 0.5))
     factor = int(min(25, max(5, math.ceil(20.0 / fwhm))))
     return discretize_model(model, (lo, hi), (lo, hi), mode="oversample", factor=factor)
+
+
+def airy_psf(
+    *,
+    numerical_aperture: float,
+    wavelength_nm: float,
+    pixel_size_um: float,
+    source: str = "optics",
+    oversample: int = 7,
+) -> PSF:
+    """The diffraction-limited widefield PSF of a microscope, from its optics.
+
+    The in-focus intensity of a circular pupil is the Airy pattern
+    ``I(r) = [2 J1(v) / v]^2`` with ``v = 2 pi NA r / lambda``; its FWHM is
+    ``0.514 lambda / NA``.  It is integrated over square pixels of
+    ``pixel_size_um`` (object plane) by ``oversample`` x ``oversample``
+    sampling, out to the third dark ring.
+
+    Parameters
+    ----------
+    numerical_aperture : float
+        Objective NA (0 < NA < 1.6).
+    wavelength_nm : float
+        Emission wavelength in nanometres.
+    pixel_size_um : float
+        Pixel size in the object plane, micrometres.
+    """
+    from scipy.special import j1
+
+    if not (0 < numerical_aperture < 1.6):
+        raise PSFError(f"numerical aperture must be in (0, 1.6), got {numerical_aperture}")
+    if not (wavelength_nm > 0 and pixel_size_um > 0):
+        raise PSFError("wavelength and pixel size must be positive")
+    lam_px = wavelength_nm * 1e-3 / pixel_size_um
+    fwhm = 0.514 * lam_px / numerical_aperture
+    r_ring3 = 1.619 * lam_px / numerical_aperture  # third dark ring: v = 10.17
+    half = max(3, int(math.ceil(r_ring3)))
+    n = 2 * half + 1
+    offsets = (np.arange(n * oversample) + 0.5) / oversample - (n / 2.0)
+    yy, xx = np.meshgrid(offsets, offsets, indexing="ij")
+    v = 2 * math.pi * numerical_aperture * np.hypot(yy, xx) / lam_px
+    with np.errstate(invalid="ignore", divide="ignore"):
+        amp = np.where(v > 0, 2 * j1(v) / np.where(v > 0, v, 1.0), 1.0)
+    fine = amp * amp
+    img = fine.reshape(n, oversample, n, oversample).sum(axis=(1, 3))
+    return PSF(image=img, fwhm=float(fwhm), source=source, model="airy")
 
 
 def measure_fwhm(image: np.ndarray, *, oversampling: float = 1.0) -> float:

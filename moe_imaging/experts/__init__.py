@@ -7,6 +7,7 @@ Experts follow the protocol in :mod:`.base`, are registered by name in
 from __future__ import annotations
 
 from .base import CANDIDATE_COLUMNS, KINDS, REGISTRY, Expert, empty_candidates, make_expert, register
+from .nucleus import NucleusExpert, NucleusExpertConfig, find_nuclei
 from .point import PointExpert, PointExpertConfig, find_point_sources, score_point_sources
 
 __all__ = [
@@ -17,6 +18,9 @@ __all__ = [
     "empty_candidates",
     "make_expert",
     "register",
+    "NucleusExpert",
+    "NucleusExpertConfig",
+    "find_nuclei",
     "PointExpert",
     "PointExpertConfig",
     "find_point_sources",

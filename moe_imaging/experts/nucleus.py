@@ -1,0 +1,283 @@
+"""The nucleus expert: fluorescent nuclei in widefield microscopy images.
+
+The scale comes from physics, not tuning: the expected nucleus diameter (in
+micrometres, converted with the pixel size, :meth:`NucleusExpertConfig.from_optics`)
+and the optical PSF.  Steps on one :class:`~moe_imaging.tile.Tile`:
+
+1. **Significance map**: the image is smoothed with a Gaussian of a sixth of
+   the smallest expected diameter (normalised convolution, so masked pixels
+   carry no weight) and divided by the smoothed noise,
+   ``sigma / (2 sqrt(pi) s)`` for white noise of RMS ``sigma`` and smoothing
+   ``s``.  A dim nucleus spread over hundreds of pixels is therefore
+   significant even when each of its pixels is not.
+2. **Foreground**: significance >= ``threshold``; holes filled; components
+   smaller than ``min_area_fraction`` of the smallest expected nucleus
+   removed.
+3. **Markers**: maxima of the distance transform of the half-maximum cores
+   (pixels above half the maximum within half a nucleus diameter; the
+   significance contour of a bright nucleus lies far out in its blurred
+   wings, where touching neighbours merge), at least
+   ``min_separation_fraction`` of the smallest diameter apart and a quarter
+   of its radius deep: touching convex nuclei have one maximum each.
+4. **Marker-controlled watershed** (scikit-image) of the inverted distance
+   transform splits touching nuclei along their necks; the faint rims are
+   then flooded from the nearest core.
+5. **Measurements** per nucleus: flux-weighted centroid, flux and error, S/N,
+   area, ``a``/``b``/``theta`` (RMS axes and position angle), equivalent
+   diameter, and flags (``EDGE``: touches the image edge; ``MASKED``: contains
+   masked pixels; ``BLENDED``: shares a boundary with another nucleus).
+
+Only nuclei whose marker lies in the tile's core are returned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from astropy.table import Table
+from scipy import ndimage
+from skimage.feature import peak_local_max
+from skimage.segmentation import watershed
+
+from ..config import Config, check_range
+from ..errors import ConfigError
+from ..flags import SourceFlag
+from ..psf import PSF
+from ..tile import Tile
+from .base import CANDIDATE_COLUMNS, register
+
+__all__ = ["NucleusExpertConfig", "NucleusExpert", "find_nuclei", "NUCLEUS_COLUMNS"]
+
+NUCLEUS_COLUMNS: tuple[tuple[str, str], ...] = CANDIDATE_COLUMNS + (
+    ("area", "f8"),
+    ("diameter", "f8"),
+    ("a", "f8"),
+    ("b", "f8"),
+    ("theta", "f8"),
+    ("background", "f8"),
+    ("noise", "f8"),
+)
+"""Columns of the nucleus expert's candidate table (pixels, data units)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NucleusExpertConfig(Config):
+    """Options of the nucleus expert.
+
+    Attributes
+    ----------
+    diameter_px : tuple of float
+        Expected range of nucleus diameters in pixels (smallest, largest).
+    threshold : float
+        Foreground significance threshold (sigma of the smoothed image).
+    min_area_fraction : float
+        Smallest accepted area, as a fraction of the smallest expected nucleus.
+    min_separation_fraction : float
+        Markers are at least this fraction of the smallest diameter apart.
+    """
+
+    diameter_px: tuple[float, float] = (25.0, 43.0)
+    threshold: float = 3.0
+    min_area_fraction: float = 0.25
+    min_separation_fraction: float = 0.4
+
+    def __post_init__(self) -> None:
+        d = tuple(self.diameter_px)
+        if len(d) != 2:
+            raise ConfigError(f"nucleus.diameter_px: expected (smallest, largest), got {self.diameter_px!r}")
+        check_range("nucleus.diameter_px[0]", d[0], low=3.0, high=2000.0)
+        check_range("nucleus.diameter_px[1]", d[1], low=d[0], high=4000.0)
+        check_range("nucleus.threshold", self.threshold, low=1.0, high=100.0)
+        check_range("nucleus.min_area_fraction", self.min_area_fraction, low=0.01, high=1.0)
+        check_range("nucleus.min_separation_fraction", self.min_separation_fraction, low=0.1, high=2.0)
+
+    @classmethod
+    def from_optics(
+        cls, *, diameter_um: tuple[float, float] = (8.0, 14.0), pixel_size_um: float, **options: float
+    ) -> "NucleusExpertConfig":
+        """Configuration for nuclei of ``diameter_um`` imaged at ``pixel_size_um`` per pixel."""
+        if not pixel_size_um > 0:
+            raise ConfigError(f"nucleus: pixel size must be positive, got {pixel_size_um}")
+        return cls(diameter_px=(diameter_um[0] / pixel_size_um, diameter_um[1] / pixel_size_um), **options)
+
+
+def _smoothing(config: NucleusExpertConfig, psf: PSF) -> float:
+    return max(psf.sigma, config.diameter_px[0] / 6.0)
+
+
+@register
+class NucleusExpert:
+    """Fluorescent nuclei, touching ones split by marker-controlled watershed."""
+
+    name = "nucleus"
+    kinds = ("nucleus",)
+
+    def __init__(self, config: NucleusExpertConfig = NucleusExpertConfig()) -> None:
+        self.config = config
+
+    def footprint(self, psf: PSF) -> int:
+        """A whole nucleus of the largest size, plus the smoothing kernel, beyond the core."""
+        return int(math.ceil(1.5 * self.config.diameter_px[1] + 4 * _smoothing(self.config, psf) + 2 * psf.fwhm))
+
+    def propose(self, tile: Tile) -> Table:
+        """Segment and measure the nuclei owned by ``tile`` (see module docs)."""
+        return find_nuclei(tile, config=self.config)
+
+    def score(self, tile: Tile, candidates: Table) -> Table:
+        """``nucleus_snr``: the smoothed significance at each candidate's position."""
+        n = len(candidates)
+        out = np.full(n, np.nan)
+        img = np.asarray(tile.image)
+        if n and img.size:
+            sig = _significance(tile, self.config)
+            oy, ox = tile.origin
+            iy = np.floor(np.asarray(candidates["y"], float) - oy + 0.5)
+            ix = np.floor(np.asarray(candidates["x"], float) - ox + 0.5)
+            inside = np.isfinite(iy) & np.isfinite(ix) & (iy >= 0) & (ix >= 0) & (iy < img.shape[0]) & (ix < img.shape[1])
+            out[inside] = sig[iy[inside].astype(int), ix[inside].astype(int)]
+        return Table({"nucleus_snr": out})
+
+
+def _empty() -> Table:
+    return Table({name: np.zeros(0, dtype=dt) for name, dt in NUCLEUS_COLUMNS})
+
+
+def _significance(tile: Tile, config: NucleusExpertConfig) -> np.ndarray:
+    """Smoothed image over its noise (normalised convolution; 0 where no data)."""
+    img = np.asarray(tile.image, dtype=np.float64)
+    good = ~tile.bad
+    var = np.where(good, np.asarray(tile.variance, dtype=np.float64), 0.0)
+    s = _smoothing(config, tile.psf)
+    weight = ndimage.gaussian_filter(good.astype(np.float64), s, mode="constant")
+    smooth = ndimage.gaussian_filter(np.where(good, img, 0.0), s, mode="constant")
+    mean_var = ndimage.gaussian_filter(var, s, mode="constant")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        level = smooth / weight
+        # noise of the normalised Gaussian average of white noise
+        noise = np.sqrt(mean_var / weight) / (2.0 * math.sqrt(math.pi) * s)
+        sig = np.where(weight > 0.2, level / noise, 0.0)
+    return np.nan_to_num(sig, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _half_maximum_cores(img: np.ndarray, fg: np.ndarray, psf: PSF, d_min: float) -> np.ndarray:
+    """Foreground pixels above half the local maximum (lightly smoothed image).
+
+    "Local" is a box of half the smallest nucleus diameter, so a dim nucleus
+    next to a bright one keeps its own core, while the neck between two
+    touching nuclei of similar brightness stays in both.
+    """
+    smooth = ndimage.gaussian_filter(img, max(1.0, psf.sigma))
+    local_max = ndimage.maximum_filter(smooth, size=max(3, int(round(d_min / 2.0))) | 1)
+    core = fg & (smooth >= 0.5 * local_max)
+    return ndimage.binary_fill_holes(core)
+
+
+def find_nuclei(tile: Tile, *, config: NucleusExpertConfig = NucleusExpertConfig()) -> Table:
+    """Segment fluorescent nuclei on a tile (pure function).
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per nucleus owned by the tile, columns :data:`NUCLEUS_COLUMNS`,
+        sorted by ``(y_peak, x_peak)``; empty with the same columns if none.
+    """
+    img = np.asarray(tile.image, dtype=np.float64)
+    if img.size == 0 or not (~tile.bad).any():
+        return _empty()
+    sig = _significance(tile, config)
+    fg = ndimage.binary_fill_holes(sig >= config.threshold)
+    d_min = config.diameter_px[0]
+    min_area = config.min_area_fraction * math.pi * (d_min / 2.0) ** 2
+    comps, n = ndimage.label(fg)
+    if n == 0:
+        return _empty()
+    sizes = np.bincount(comps.ravel())
+    keep = sizes >= min_area
+    keep[0] = False
+    fg = keep[comps]
+    if not fg.any():
+        return _empty()
+    # Shapes for splitting come from each component's half-maximum core: the
+    # significance contour of a bright nucleus lies far out in its blurred
+    # wings, where touching neighbours merge and their neck disappears.
+    core = _half_maximum_cores(img, fg, tile.psf, d_min)
+    dist = ndimage.distance_transform_edt(core)
+    markers_yx = peak_local_max(
+        dist,
+        min_distance=max(1, int(round(config.min_separation_fraction * d_min))),
+        threshold_abs=0.25 * d_min / 2.0,
+        labels=ndimage.label(core)[0],
+        exclude_border=False,
+    )
+    if len(markers_yx) == 0:
+        return _empty()
+    # deterministic marker order (row-major), as peak_local_max sorts by height
+    markers_yx = markers_yx[np.lexsort((markers_yx[:, 1], markers_yx[:, 0]))]
+    markers = np.zeros(img.shape, dtype=np.int32)
+    markers[markers_yx[:, 0], markers_yx[:, 1]] = np.arange(1, len(markers_yx) + 1)
+    # flood the cores by depth first, then the faint rims from the nearest core
+    labels = watershed(np.where(core, -dist, 0.0), markers, mask=fg)
+
+    oy, ox = tile.origin
+    cy0, cy1, cx0, cx1 = tile.core
+    my, mx = markers_yx[:, 0] + oy, markers_yx[:, 1] + ox
+    owned = (my >= cy0) & (my < cy1) & (mx >= cx0) & (mx < cx1)
+    if not owned.any():
+        return _empty()
+    ny_img, nx_img = tile.image_shape
+    var = np.asarray(tile.variance, dtype=np.float64)
+    bad = tile.bad
+    background = np.asarray(tile.background, dtype=np.float64)
+    # nuclei sharing a boundary: a labelled pixel with a different label among
+    # its 8 neighbours (the largest neighbour label is higher, or the smallest
+    # positive one is lower)
+    highest = ndimage.grey_dilation(labels, size=3)
+    lowest = ndimage.grey_erosion(np.where(labels > 0, labels, np.iinfo(np.int32).max), size=3)
+    touching = set(np.unique(labels[(labels > 0) & ((highest > labels) | (lowest < labels))]).tolist())
+    objects = ndimage.find_objects(labels)
+    rows = []
+    for k in np.flatnonzero(owned):
+        lab = k + 1
+        sl = objects[k] if k < len(objects) else None
+        if sl is None:
+            continue
+        region = labels[sl] == lab
+        yy, xx = np.nonzero(region)
+        w = np.clip(img[sl][region], 0, None)
+        wsum = w.sum()
+        if wsum <= 0:
+            continue
+        yc = (yy * w).sum() / wsum + sl[0].start
+        xc = (xx * w).sum() / wsum + sl[1].start
+        flux = float(img[sl][region].sum())
+        flux_err = float(math.sqrt(max(var[sl][region].sum(), 0.0)))
+        dy, dx = yy + sl[0].start - yc, xx + sl[1].start - xc
+        cov = np.array([[np.mean(dx * dx), np.mean(dx * dy)], [np.mean(dx * dy), np.mean(dy * dy)]])
+        vals, vecs = np.linalg.eigh(cov)
+        theta = math.degrees(math.atan2(vecs[1, 1], vecs[0, 1]))
+        theta = theta + 180 if theta <= -90 else (theta - 180 if theta > 90 else theta)
+        flags = 0
+        gy0, gy1 = sl[0].start + oy, sl[0].stop + oy
+        gx0, gx1 = sl[1].start + ox, sl[1].stop + ox
+        if gy0 == 0 or gx0 == 0 or gy1 == ny_img or gx1 == nx_img:
+            flags |= int(SourceFlag.EDGE)
+        if bad[sl][region].any():
+            flags |= int(SourceFlag.MASKED)
+        if lab in touching:
+            flags |= int(SourceFlag.BLENDED)
+        area = float(region.sum())
+        py, px = markers_yx[k]
+        rows.append(
+            (xc + ox, yc + oy, int(mx[k]), int(my[k]), flux, flux_err,
+             flux / flux_err if flux_err > 0 else np.nan, float(sig[py, px]), "nucleus", "nucleus", flags,
+             area, 2.0 * math.sqrt(area / math.pi), math.sqrt(max(vals[1], 0.0)), math.sqrt(max(vals[0], 0.0)),
+             theta, float(background[py, px]), float(math.sqrt(max(var[py, px], 0.0))))
+        )
+    if not rows:
+        return _empty()
+    cols = list(zip(*rows))
+    table = Table({name: np.asarray(col, dtype=dt) for (name, dt), col in zip(NUCLEUS_COLUMNS, cols)})
+    order = np.lexsort((np.asarray(table["x_peak"]), np.asarray(table["y_peak"])))
+    return table[order]
