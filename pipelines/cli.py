@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     det = sub.add_parser("detect", help="detect sources on one image and write a catalog")
-    det.add_argument("image", help="input image (FITS)")
+    det.add_argument("image", help="input image: FITS (survey mode) or TIFF/OME-TIFF (microscopy mode)")
     det.add_argument("--out", required=True, help="output catalog: .parquet, .fits or .ecsv")
     det.add_argument("--config", help="TOML configuration file (default: built-in defaults)")
     det.add_argument("--tile", type=int, default=None, help="tile core size in pixels (default from config: 2048)")
@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("--psf-fwhm", type=float, default=None, help="PSF FWHM in pixels (overrides the header)")
     det.add_argument("--threshold", type=float, default=None, help="detection threshold in sigma (default: from the false-detection rate)")
     det.add_argument("--workers", type=int, default=None, help="threads (default: all cores)")
+    det.add_argument("--mode", choices=("survey", "microscopy"), default=None, help="override the mode chosen from the file type")
+    det.add_argument("--pixel-size", type=float, default=None, help="microscopy: object-plane pixel size in microns (overrides the metadata)")
     det.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
     sim = sub.add_parser("simulate", help="simulate images with truth tables")
@@ -82,6 +84,8 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         config = config.replace(point=config.point.replace(threshold=args.threshold))
     if args.workers is not None:
         config = config.replace(tiling=config.tiling.replace(workers=args.workers))
+    if args.pixel_size is not None:
+        config = config.replace(microscopy=config.microscopy.replace(pixel_size_um=args.pixel_size))
     out = Path(args.out)
     from catalogs import catalog_format
 
@@ -94,6 +98,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         psf_file=args.psf_file,
         tile_size=args.tile if args.tile is not None else -1,
         progress=not args.quiet and sys.stderr.isatty(),
+        mode=args.mode,
     )
     path = write_catalog(result.catalog, out, provenance=result.provenance)
     if not args.quiet:
@@ -103,7 +108,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         ny, nx = result.exposure.shape
         print(
             f"{args.image}: {nx}x{ny} px, PSF FWHM {result.psf.fwhm:.2f} px ({result.psf.source}), "
-            f"threshold {prov.threshold:.2f} sigma, {prov.n_tiles} tile(s)"
+            f"threshold {prov.threshold:.2f} sigma, {prov.n_tiles} tile(s), {prov.extra.get('mode', 'survey')} mode"
         )
         flags = np.asarray(cat["flags"], dtype=np.int64)
         by_flag = ", ".join(

@@ -29,7 +29,7 @@ from moe_imaging.errors import ConfigError
 from moe_imaging.experts.point import PointExpertConfig
 from moe_imaging.psf import KOLMOGOROV_MOFFAT_BETA
 
-__all__ = ["PSFConfig", "TilingConfig", "DetectionConfig", "load_config"]
+__all__ = ["PSFConfig", "TilingConfig", "MicroscopyConfig", "DetectionConfig", "load_config"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +89,42 @@ class TilingConfig(Config):
 
 
 @dataclasses.dataclass(frozen=True)
+class MicroscopyConfig(Config):
+    """Microscopy mode: optics (when the file's metadata lacks them) and nuclei.
+
+    Attributes
+    ----------
+    pixel_size_um : float or None
+        Object-plane pixel size; overrides the OME metadata.  Required when
+        the file has none (the nucleus scale depends on it).
+    numerical_aperture : float
+        Objective NA, used when the metadata has no ``LensNA``.
+    wavelength_nm : float
+        Emission wavelength, used when the metadata has none.
+    nucleus_diameter_um : tuple of float
+        Expected nucleus diameters (smallest, largest).
+    threshold : float
+        Foreground significance threshold of the nucleus expert.
+    """
+
+    pixel_size_um: float | None = None
+    numerical_aperture: float = 0.75
+    wavelength_nm: float = 520.0
+    nucleus_diameter_um: tuple[float, float] = (8.0, 14.0)
+    threshold: float = 3.0
+
+    def __post_init__(self) -> None:
+        check_range("microscopy.pixel_size_um", self.pixel_size_um, low=1e-3, high=1e3, allow_none=True)
+        check_range("microscopy.numerical_aperture", self.numerical_aperture, low=0.01, high=1.6)
+        check_range("microscopy.wavelength_nm", self.wavelength_nm, low=100.0, high=2000.0)
+        if len(tuple(self.nucleus_diameter_um)) != 2:
+            raise ConfigError("microscopy.nucleus_diameter_um: expected (smallest, largest)")
+        check_range("microscopy.nucleus_diameter_um[0]", self.nucleus_diameter_um[0], low=0.1, high=1e4)
+        check_range("microscopy.nucleus_diameter_um[1]", self.nucleus_diameter_um[1], low=self.nucleus_diameter_um[0], high=1e4)
+        check_range("microscopy.threshold", self.threshold, low=1.0, high=100.0)
+
+
+@dataclasses.dataclass(frozen=True)
 class DetectionConfig(Config):
     """Everything ``detect_image`` needs, one section per stage."""
 
@@ -96,6 +132,7 @@ class DetectionConfig(Config):
     background: BackgroundConfig = BackgroundConfig()
     point: PointExpertConfig = PointExpertConfig()
     tiling: TilingConfig = TilingConfig()
+    microscopy: MicroscopyConfig = MicroscopyConfig()
 
     def science_hash(self) -> str:
         """Hash of the options that can change the catalog (tiling excluded)."""

@@ -24,19 +24,23 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
-from catalogs import add_sky_coordinates, empty_catalog, make_provenance, validate
+from catalogs import COLUMNS, add_sky_coordinates, empty_catalog, make_provenance, validate
 from catalogs.provenance import Provenance
 from moe_imaging.background import BackgroundModel
 from moe_imaging.errors import InputError, PSFError
 from moe_imaging.experts import make_expert
-from moe_imaging.psf import PSF, estimate_psf, moffat_psf, psf_from_image
+from moe_imaging.experts.nucleus import NucleusExpertConfig
+from moe_imaging.psf import PSF, airy_psf, estimate_psf, moffat_psf, psf_from_image
 
-from .config import DetectionConfig
+from .config import DetectionConfig, MicroscopyConfig
 from .execute import compute_background, run_tiles
 from .io import Exposure, open_exposure, read_psf_image
+from .io_tiff import TIFF_SUFFIXES, Optics, TiffExposure, open_tiff
 from .tiling import halo_for, make_tiles
 
-__all__ = ["DetectionResult", "detect_image", "choose_psf"]
+__all__ = ["DetectionResult", "detect_image", "choose_psf", "image_mode", "microscopy_setup"]
+
+_FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fz", ".fits.fz")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -62,6 +66,48 @@ class DetectionResult:
     psf: PSF
     background: BackgroundModel
     exposure: Exposure
+
+
+def image_mode(path: str | os.PathLike, mode: str | None = None) -> str:
+    """``"survey"`` for FITS, ``"microscopy"`` for TIFF/OME-TIFF (``mode`` overrides)."""
+    if mode is not None:
+        if mode not in ("survey", "microscopy"):
+            raise InputError(str(path), f"unknown mode {mode!r}; use 'survey' or 'microscopy'")
+        return mode
+    name = Path(path).name.lower()
+    if name.endswith(TIFF_SUFFIXES):
+        return "microscopy"
+    if name.endswith(_FITS_SUFFIXES):
+        return "survey"
+    raise InputError(str(path), "cannot tell the image type from its name; use .fits or .tif, or give --mode")
+
+
+def microscopy_setup(exposure: TiffExposure, config: MicroscopyConfig) -> tuple[PSF, NucleusExpertConfig, Optics]:
+    """PSF and nucleus scale from the optics: metadata first, configuration second.
+
+    Raises
+    ------
+    InputError
+        When neither the file nor the configuration gives the pixel size.
+    """
+    meta = exposure.optics
+    pixel = config.pixel_size_um or meta.pixel_size_um
+    if pixel is None:
+        raise InputError(
+            str(exposure.path),
+            "no pixel size in the image metadata (OME PhysicalSizeX); give it with --pixel-size MICRONS",
+        )
+    na = meta.numerical_aperture or config.numerical_aperture
+    wavelength = meta.wavelength_nm or config.wavelength_nm
+    optics = Optics(pixel_size_um=pixel, numerical_aperture=na, wavelength_nm=wavelength)
+    psf = airy_psf(
+        numerical_aperture=na, wavelength_nm=wavelength, pixel_size_um=pixel,
+        source=f"optics:NA={na:g},lambda={wavelength:g}nm,pixel={pixel:g}um",
+    )
+    nucleus = NucleusExpertConfig.from_optics(
+        diameter_um=tuple(config.nucleus_diameter_um), pixel_size_um=pixel, threshold=config.threshold
+    )
+    return psf, nucleus, optics
 
 
 def choose_psf(
@@ -124,13 +170,19 @@ def detect_image(
     progress: bool = False,
     client=None,
     checksum: bool = True,
+    mode: str | None = None,
 ) -> DetectionResult:
-    """Detect point sources on a FITS exposure and return the catalog.
+    """Detect sources on a survey exposure (FITS) or a microscopy image (TIFF).
+
+    Survey mode runs the point-source expert with the PSF prior from a PSF
+    image, the configuration, the header or the stars; microscopy mode runs
+    the nucleus expert with an Airy PSF and a nucleus scale from the optics
+    (OME metadata, else the ``microscopy`` configuration).
 
     Parameters
     ----------
     path : str or path-like
-        The FITS file.
+        The image: FITS means survey mode, TIFF/OME-TIFF microscopy mode.
     config : DetectionConfig
         Options of every stage.
     hdu : int or str, optional
@@ -147,6 +199,8 @@ def detect_image(
         Run on this Dask cluster instead of the local threaded scheduler.
     checksum : bool
         Compute the input's SHA-256 for the provenance.
+    mode : {"survey", "microscopy"}, optional
+        Overrides the mode chosen from the file name.
 
     Returns
     -------
@@ -158,23 +212,35 @@ def detect_image(
         For unusable input (missing, corrupt, not 2-D, all NaN, no PSF).
     """
     t0 = time.perf_counter()
-    exposure = open_exposure(path, hdu=hdu)
+    mode = image_mode(path, mode)
     tiling = config.tiling
     size = tiling.tile_size if tile_size == -1 else tile_size
     sched = dict(scheduler=tiling.scheduler, workers=tiling.workers, client=client)
-    try:
-        background = compute_background(
-            exposure, config.background, block_size=size or max(exposure.shape), **sched
+    if mode == "microscopy":
+        exposure = open_tiff(path)
+        psf, nucleus_config, optics = microscopy_setup(exposure, config.microscopy)
+        experts = [make_expert("nucleus", nucleus_config)]
+        # meshes several nuclei wide, so nuclei do not bias the background
+        bkg_config = config.background.replace(
+            mesh_size=max(config.background.mesh_size, int(math.ceil(4 * nucleus_config.diameter_px[1])))
         )
+        threshold = nucleus_config.threshold
+    else:
+        exposure = open_exposure(path, hdu=hdu)
+        bkg_config = config.background
+        optics = None
+    try:
+        background = compute_background(exposure, bkg_config, block_size=size or max(exposure.shape), **sched)
     except ValueError as exc:  # no usable mesh
         raise InputError(str(exposure.path), f"cannot estimate the background: {exc}") from None
-    psf = choose_psf(exposure, background, config, psf_file=psf_file)
-    experts = [make_expert("point", config.point)]
+    if mode == "survey":
+        psf = choose_psf(exposure, background, config, psf_file=psf_file)
+        experts = [make_expert("point", config.point)]
+        threshold = config.point.detection_threshold(psf)
     halo = halo_for(psf, experts)
     tiles = make_tiles(exposure.shape, size, halo)
     table = run_tiles(exposure, tiles, psf, background, experts, progress=progress, **sched)
     catalog = _to_catalog(table, exposure)
-    threshold = config.point.detection_threshold(psf)
     provenance = make_provenance(
         input_path=exposure.path,
         config=config,
@@ -190,7 +256,13 @@ def detect_image(
     provenance = dataclasses.replace(
         provenance,
         config_hash=config.science_hash(),
-        extra={"halo_px": halo, "background_mesh": config.background.mesh_size, "hdu": str(exposure.hdu)},
+        extra={
+            "mode": mode,
+            "halo_px": halo,
+            "background_mesh": bkg_config.mesh_size,
+            "hdu": str(exposure.hdu),
+            **({"optics": dataclasses.asdict(optics)} if optics is not None else {}),
+        },
     )
     catalog.meta["provenance"] = provenance.to_dict()
     return DetectionResult(catalog=catalog, provenance=provenance, psf=psf, background=background, exposure=exposure)
@@ -201,6 +273,9 @@ def _to_catalog(table: Table, exposure: Exposure) -> Table:
     if len(table) == 0:
         return empty_catalog(flux_unit=exposure.meta.bunit or "adu")
     out = Table(table, copy=True)
+    for column in COLUMNS:  # columns an expert does not measure are missing values
+        if column.name not in out.colnames and column.name not in ("source_id", "mag", "mag_err", "ra", "dec"):
+            out[column.name] = np.full(len(out), column.fill, dtype=column.numpy_dtype)
     ny, nx = exposure.shape
     out["source_id"] = np.asarray(out["y_peak"], np.int64) * nx + np.asarray(out["x_peak"], np.int64)
     zp = exposure.meta.magzp

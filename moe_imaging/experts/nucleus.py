@@ -22,9 +22,10 @@ and the optical PSF.  Steps on one :class:`~moe_imaging.tile.Tile`:
 4. **Marker-controlled watershed** (scikit-image) of the inverted distance
    transform splits touching nuclei along their necks; the faint rims are
    then flooded from the nearest core.
-5. **Measurements** per nucleus: flux-weighted centroid, flux and error, S/N,
-   area, ``a``/``b``/``theta`` (RMS axes and position angle), equivalent
-   diameter, and flags (``EDGE``: touches the image edge; ``MASKED``: contains
+5. **Measurements** per nucleus: flux and error over the whole region (rims
+   included), S/N; flux-weighted centroid, area, equivalent diameter and
+   ``a``/``b``/``theta`` (RMS axes, position angle) of its half-maximum core,
+   whose edge is the nucleus's edge; and flags (``EDGE``: touches the image edge; ``MASKED``: contains
    masked pixels; ``BLENDED``: shares a boundary with another nucleus).
 
 Only nuclei whose marker lies in the tile's core are returned.
@@ -244,8 +245,13 @@ def find_nuclei(tile: Tile, *, config: NucleusExpertConfig = NucleusExpertConfig
         if sl is None:
             continue
         region = labels[sl] == lab
-        yy, xx = np.nonzero(region)
-        w = np.clip(img[sl][region], 0, None)
+        # flux over the whole region (faint rims included); shape and size
+        # from the half-maximum core, whose edge is the nucleus's edge
+        body = region & core[sl]
+        if not body.any():
+            continue
+        yy, xx = np.nonzero(body)
+        w = np.clip(img[sl][body], 0, None)
         wsum = w.sum()
         if wsum <= 0:
             continue
@@ -267,7 +273,7 @@ def find_nuclei(tile: Tile, *, config: NucleusExpertConfig = NucleusExpertConfig
             flags |= int(SourceFlag.MASKED)
         if lab in touching:
             flags |= int(SourceFlag.BLENDED)
-        area = float(region.sum())
+        area = float(body.sum())
         py, px = markers_yx[k]
         rows.append(
             (xc + ox, yc + oy, int(mx[k]), int(my[k]), flux, flux_err,
