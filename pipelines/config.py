@@ -111,7 +111,7 @@ class MicroscopyConfig(Config):
     numerical_aperture: float = 0.75
     wavelength_nm: float = 520.0
     nucleus_diameter_um: tuple[float, float] = (8.0, 14.0)
-    threshold: float = 3.0
+    threshold: float = 5.0
 
     def __post_init__(self) -> None:
         check_range("microscopy.pixel_size_um", self.pixel_size_um, low=1e-3, high=1e3, allow_none=True)

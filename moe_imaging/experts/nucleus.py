@@ -10,7 +10,8 @@ and the optical PSF.  Steps on one :class:`~moe_imaging.tile.Tile`:
    ``sigma / (2 sqrt(pi) s)`` for white noise of RMS ``sigma`` and smoothing
    ``s``.  A dim nucleus spread over hundreds of pixels is therefore
    significant even when each of its pixels is not.
-2. **Foreground**: significance >= ``threshold``; holes filled; components
+2. **Foreground**: significance >= ``threshold`` in components that reach
+   ``seed_threshold`` somewhere (hysteresis); holes filled; components
    smaller than ``min_area_fraction`` of the smallest expected nucleus
    removed.
 3. **Markers**: maxima of the distance transform of the half-maximum cores
@@ -40,6 +41,8 @@ import numpy as np
 from astropy.table import Table
 from scipy import ndimage
 from skimage.feature import peak_local_max
+from skimage.filters import apply_hysteresis_threshold
+from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
 from ..config import Config, check_range
@@ -72,7 +75,14 @@ class NucleusExpertConfig(Config):
     diameter_px : tuple of float
         Expected range of nucleus diameters in pixels (smallest, largest).
     threshold : float
-        Foreground significance threshold (sigma of the smoothed image).
+        Foreground significance threshold (sigma of the smoothed image): the
+        extent of a nucleus.  Smoothing over a nucleus-scale kernel multiplies
+        a per-pixel background error by ``2 sqrt(pi) s`` (about 15 here), so a
+        0.1--0.2 sigma background error is already 1.5--3 sigma of the
+        smoothed map: the default keeps clear of it.
+    seed_threshold : float
+        A foreground component must reach this significance somewhere
+        (hysteresis), so noise blobs at the lower threshold are not nuclei.
     min_area_fraction : float
         Smallest accepted area, as a fraction of the smallest expected nucleus.
     min_separation_fraction : float
@@ -80,7 +90,8 @@ class NucleusExpertConfig(Config):
     """
 
     diameter_px: tuple[float, float] = (25.0, 43.0)
-    threshold: float = 3.0
+    threshold: float = 5.0
+    seed_threshold: float = 10.0
     min_area_fraction: float = 0.25
     min_separation_fraction: float = 0.4
 
@@ -91,6 +102,7 @@ class NucleusExpertConfig(Config):
         check_range("nucleus.diameter_px[0]", d[0], low=3.0, high=2000.0)
         check_range("nucleus.diameter_px[1]", d[1], low=d[0], high=4000.0)
         check_range("nucleus.threshold", self.threshold, low=1.0, high=100.0)
+        check_range("nucleus.seed_threshold", self.seed_threshold, low=self.threshold, high=1000.0)
         check_range("nucleus.min_area_fraction", self.min_area_fraction, low=0.01, high=1.0)
         check_range("nucleus.min_separation_fraction", self.min_separation_fraction, low=0.1, high=2.0)
 
@@ -162,14 +174,16 @@ def _significance(tile: Tile, config: NucleusExpertConfig) -> np.ndarray:
     return np.nan_to_num(sig, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def _half_maximum_cores(img: np.ndarray, fg: np.ndarray, psf: PSF, d_min: float) -> np.ndarray:
-    """Foreground pixels above half the local maximum (lightly smoothed image).
+def _half_maximum_cores(img: np.ndarray, fg: np.ndarray, smoothing: float, d_min: float) -> np.ndarray:
+    """Foreground pixels above half the local maximum of the smoothed image.
 
+    The smoothing (a sixth of the smallest diameter) averages out chromatin
+    texture, which would otherwise fray the core's edge and fragment it.
     "Local" is a box of half the smallest nucleus diameter, so a dim nucleus
     next to a bright one keeps its own core, while the neck between two
     touching nuclei of similar brightness stays in both.
     """
-    smooth = ndimage.gaussian_filter(img, max(1.0, psf.sigma))
+    smooth = ndimage.gaussian_filter(img, smoothing)
     local_max = ndimage.maximum_filter(smooth, size=max(3, int(round(d_min / 2.0))) | 1)
     core = fg & (smooth >= 0.5 * local_max)
     return ndimage.binary_fill_holes(core)
@@ -188,7 +202,11 @@ def find_nuclei(tile: Tile, *, config: NucleusExpertConfig = NucleusExpertConfig
     if img.size == 0 or not (~tile.bad).any():
         return _empty()
     sig = _significance(tile, config)
-    fg = ndimage.binary_fill_holes(sig >= config.threshold)
+    # hysteresis: a component must reach the seed threshold somewhere to be a
+    # nucleus; its extent is where it stays above the lower threshold
+    fg = ndimage.binary_fill_holes(
+        apply_hysteresis_threshold(sig, config.threshold, config.seed_threshold)
+    )
     d_min = config.diameter_px[0]
     min_area = config.min_area_fraction * math.pi * (d_min / 2.0) ** 2
     comps, n = ndimage.label(fg)
@@ -203,10 +221,17 @@ def find_nuclei(tile: Tile, *, config: NucleusExpertConfig = NucleusExpertConfig
     # Shapes for splitting come from each component's half-maximum core: the
     # significance contour of a bright nucleus lies far out in its blurred
     # wings, where touching neighbours merge and their neck disappears.
-    core = _half_maximum_cores(img, fg, tile.psf, d_min)
+    # cores: above half the local maximum and clearly significant, so faint
+    # foreground between nuclei never seeds a nucleus of its own
+    core = _half_maximum_cores(img, fg & (sig >= config.seed_threshold), _smoothing(config, tile.psf), d_min)
     dist = ndimage.distance_transform_edt(core)
+    # Only maxima of the distance map at least `h` deep count (h-maxima): a
+    # neck between two nuclei is much shallower than their radii, the ripples
+    # of an irregular edge are not.
+    h = max(1.5, 0.12 * d_min / 2.0)
+    deep = h_maxima(dist, h).astype(bool)
     markers_yx = peak_local_max(
-        dist,
+        np.where(deep, dist, 0.0),
         min_distance=max(1, int(round(config.min_separation_fraction * d_min))),
         threshold_abs=0.25 * d_min / 2.0,
         labels=ndimage.label(core)[0],
