@@ -41,6 +41,7 @@ __all__ = [
     "clipped_stats",
     "histogram_clipped_stats",
     "mesh_block_edges",
+    "source_mask",
 ]
 
 
@@ -492,10 +493,8 @@ def assemble_background(
     if poor.all():
         raise ValueError("no background mesh has enough unmasked pixels")
     if poor.any():
-        # nearest good mesh (Euclidean distance on the grid)
-        _, (iy, ix) = ndimage.distance_transform_edt(poor, return_indices=True)
-        level = level[iy, ix]
-        rms = rms[iy, ix]
+        level = _fill_poor_meshes(level, poor)
+        rms = _fill_poor_meshes(rms, poor)
     if config.filter_size > 1:
         level = _median_filter_plane_preserving(level, config.filter_size)
         rms = _median_filter_plane_preserving(rms, config.filter_size)
@@ -504,6 +503,31 @@ def assemble_background(
     cy = 0.5 * (ey[:-1] + ey[1:]) - 0.5
     cx = 0.5 * (ex[:-1] + ex[1:]) - 0.5
     return BackgroundModel(level=level, rms=rms, centers_y=cy, centers_x=cx, shape=(int(shape[0]), int(shape[1])))
+
+
+def _fill_poor_meshes(grid: np.ndarray, poor: np.ndarray) -> np.ndarray:
+    """Replace poor meshes by linear interpolation between good ones (nearest outside).
+
+    Linear interpolation keeps a smooth sky (vignetting, gradients) smooth
+    across a patch of meshes covered by sources; copying the nearest good mesh
+    would leave steps that the spline turns into false detections.
+    """
+    good = ~poor
+    gy, gx = np.nonzero(good)
+    py, px = np.nonzero(poor)
+    out = np.array(grid, dtype=np.float64)
+    if len(gy) >= 3 and len(np.unique(gy)) > 1 and len(np.unique(gx)) > 1:
+        try:
+            out[py, px] = interpolate.griddata((gy, gx), grid[gy, gx], (py, px), method="linear")
+        except Exception:  # degenerate (collinear) good meshes: nearest only
+            out[py, px] = np.nan
+    else:
+        out[py, px] = np.nan
+    missing = ~np.isfinite(out)
+    if missing.any():
+        _, (iy, ix) = ndimage.distance_transform_edt(missing, return_indices=True)
+        out = out[iy, ix]
+    return out
 
 
 def mesh_block_edges(n: int, block: int, mesh: int) -> list[tuple[int, int]]:
@@ -516,6 +540,37 @@ def mesh_block_edges(n: int, block: int, mesh: int) -> list[tuple[int, int]]:
     per = max(1, int(math.ceil(block / mesh)))
     idx = list(range(0, len(edges) - 1, per)) + [len(edges) - 1]
     return [(int(edges[a]), int(edges[b])) for a, b in zip(idx[:-1], idx[1:])]
+
+
+def source_mask(
+    data: np.ndarray,
+    level: np.ndarray,
+    rms: np.ndarray,
+    *,
+    smoothing: float,
+    threshold: float = 3.0,
+    grow: int = 0,
+    bad: np.ndarray | None = None,
+) -> np.ndarray:
+    """Pixels covered by significant sources, to exclude from a second background pass.
+
+    The residual ``data - level`` is smoothed with a Gaussian of ``smoothing``
+    pixels; pixels where it exceeds ``threshold`` times its noise
+    (``rms / (2 sqrt(pi) smoothing)`` for white noise) are sources, grown by
+    ``grow`` pixels to cover their faint wings.  This is the usual remedy
+    (photutils, Source Extractor check images) when sources fill a good part
+    of each mesh and bias the mesh statistics upwards.
+    """
+    good = np.ones(np.shape(data), bool) if bad is None else ~np.asarray(bad, bool)
+    resid = np.where(good, np.asarray(data, dtype=np.float64) - level, 0.0)
+    weight = ndimage.gaussian_filter(good.astype(np.float64), smoothing, mode="constant")
+    smooth = ndimage.gaussian_filter(resid, smoothing, mode="constant")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sig = (smooth / weight) / (np.asarray(rms, dtype=np.float64) / (2.0 * math.sqrt(math.pi) * smoothing))
+    mask = np.nan_to_num(sig, nan=0.0) >= threshold
+    if grow > 0 and mask.any():
+        mask = ndimage.binary_dilation(mask, structure=np.ones((3, 3), bool), iterations=int(grow))
+    return mask
 
 
 def estimate_background(

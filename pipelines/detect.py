@@ -29,11 +29,11 @@ from catalogs.provenance import Provenance
 from moe_imaging.background import BackgroundModel
 from moe_imaging.errors import InputError, PSFError
 from moe_imaging.experts import make_expert
-from moe_imaging.experts.nucleus import NucleusExpertConfig
+from moe_imaging.experts.nucleus import NucleusExpertConfig, nucleus_smoothing
 from moe_imaging.psf import PSF, airy_psf, estimate_psf, moffat_psf, psf_from_image
 
 from .config import DetectionConfig, MicroscopyConfig
-from .execute import compute_background, run_tiles
+from .execute import SourceMasking, compute_background, run_tiles
 from .io import Exposure, open_exposure, read_psf_image
 from .io_tiff import TIFF_SUFFIXES, Optics, TiffExposure, open_tiff
 from .tiling import halo_for, make_tiles
@@ -231,6 +231,18 @@ def detect_image(
         optics = None
     try:
         background = compute_background(exposure, bkg_config, block_size=size or max(exposure.shape), **sched)
+        if mode == "microscopy":
+            # Nuclei fill much of every mesh: a second pass masks them (found
+            # against the coarse first model) and uses ordinary meshes, which
+            # follow vignetting.
+            masking = SourceMasking(
+                prior=background, smoothing=nucleus_smoothing(nucleus_config, psf), threshold=nucleus_config.seed_threshold,
+                grow=int(math.ceil(nucleus_config.diameter_px[1] / 4)),
+            )
+            bkg_config = config.background
+            background = compute_background(
+                exposure, bkg_config, block_size=size or max(exposure.shape), masking=masking, **sched
+            )
     except ValueError as exc:  # no usable mesh
         raise InputError(str(exposure.path), f"cannot estimate the background: {exc}") from None
     if mode == "survey":

@@ -17,6 +17,8 @@ tile specification; pixels never travel through the task graph (dask-image's
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 from collections.abc import Sequence
 
 import dask
@@ -30,6 +32,7 @@ from moe_imaging.background import (
     assemble_background,
     mesh_block_edges,
     mesh_statistics,
+    source_mask,
 )
 from moe_imaging.flags import MaskBit
 from moe_imaging.psf import PSF
@@ -38,7 +41,7 @@ from moe_imaging.tile import Tile
 from .io import Exposure
 from .tiling import TileSpec
 
-__all__ = ["compute_background", "run_tiles", "process_tile", "read_tile"]
+__all__ = ["SourceMasking", "compute_background", "run_tiles", "process_tile", "read_tile"]
 
 
 def _compute(tasks: list, *, scheduler: str, workers: int | None, progress: bool, client=None) -> list:
@@ -64,9 +67,39 @@ def _compute(tasks: list, *, scheduler: str, workers: int | None, progress: bool
         return list(dask.compute(*tasks, scheduler=scheduler, num_workers=workers))
 
 
-def _mesh_block(exposure: Exposure, y0: int, y1: int, x0: int, x1: int, config: BackgroundConfig):
-    section = exposure.read(y0, y1, x0, x1)
-    return mesh_statistics(section.data, section.mask, config=config)
+@dataclasses.dataclass(frozen=True, eq=False)
+class SourceMasking:
+    """How a second background pass masks sources found with a first model."""
+
+    prior: BackgroundModel
+    smoothing: float
+    threshold: float = 3.0
+    grow: int = 0
+
+    @property
+    def halo(self) -> int:
+        return int(math.ceil(4 * self.smoothing)) + self.grow + 1
+
+
+def _mesh_block(
+    exposure: Exposure, y0: int, y1: int, x0: int, x1: int, config: BackgroundConfig,
+    masking: SourceMasking | None = None,
+):
+    if masking is None:
+        section = exposure.read(y0, y1, x0, x1)
+        return mesh_statistics(section.data, section.mask, config=config)
+    ny, nx = exposure.shape
+    h = masking.halo
+    oy0, oy1, ox0, ox1 = max(0, y0 - h), min(ny, y1 + h), max(0, x0 - h), min(nx, x1 + h)
+    section = exposure.read(oy0, oy1, ox0, ox1)
+    level, rms = masking.prior.evaluate(oy0, oy1, ox0, ox1)
+    sources = source_mask(
+        section.data, level, rms, smoothing=masking.smoothing, threshold=masking.threshold,
+        grow=masking.grow, bad=section.mask != 0,
+    )
+    inner = (slice(y0 - oy0, y1 - oy0), slice(x0 - ox0, x1 - ox0))
+    mask = (section.mask[inner] != 0) | sources[inner]
+    return mesh_statistics(section.data[inner], mask, config=config)
 
 
 def compute_background(
@@ -77,17 +110,20 @@ def compute_background(
     scheduler: str = "threads",
     workers: int | None = None,
     client=None,
+    masking: SourceMasking | None = None,
 ) -> BackgroundModel:
     """Global background model of an exposure, computed block by block on Dask.
 
     Blocks are aligned to mesh edges, so the meshes (and the model) are the same
-    for any ``block_size``.
+    for any ``block_size``.  With ``masking``, sources significant against a
+    first model are excluded from the meshes (each block reads a halo so the
+    mask does not depend on the blocks).
     """
     ny, nx = exposure.shape
     ys = mesh_block_edges(ny, block_size, config.mesh_size)
     xs = mesh_block_edges(nx, block_size, config.mesh_size)
     tasks = [
-        dask.delayed(_mesh_block, pure=True)(exposure, y0, y1, x0, x1, config)
+        dask.delayed(_mesh_block, pure=True)(exposure, y0, y1, x0, x1, config, masking)
         for (y0, y1) in ys
         for (x0, x1) in xs
     ]

@@ -52,7 +52,7 @@ from ..psf import PSF
 from ..tile import Tile
 from .base import CANDIDATE_COLUMNS, register
 
-__all__ = ["NucleusExpertConfig", "NucleusExpert", "find_nuclei", "NUCLEUS_COLUMNS"]
+__all__ = ["NucleusExpertConfig", "NucleusExpert", "find_nuclei", "nucleus_smoothing", "NUCLEUS_COLUMNS"]
 
 NUCLEUS_COLUMNS: tuple[tuple[str, str], ...] = CANDIDATE_COLUMNS + (
     ("area", "f8"),
@@ -116,6 +116,11 @@ class NucleusExpertConfig(Config):
         return cls(diameter_px=(diameter_um[0] / pixel_size_um, diameter_um[1] / pixel_size_um), **options)
 
 
+def nucleus_smoothing(config: NucleusExpertConfig, psf: PSF) -> float:
+    """Smoothing (pixels) of the significance map: a sixth of the smallest diameter."""
+    return _smoothing(config, psf)
+
+
 def _smoothing(config: NucleusExpertConfig, psf: PSF) -> float:
     return max(psf.sigma, config.diameter_px[0] / 6.0)
 
@@ -175,11 +180,11 @@ def _significance(tile: Tile, config: NucleusExpertConfig) -> np.ndarray:
 
 
 def _half_maximum_cores(img: np.ndarray, fg: np.ndarray, smoothing: float, d_min: float) -> np.ndarray:
-    """Foreground pixels above half the local maximum of the smoothed image.
+    """Foreground pixels above half the local maximum of the lightly smoothed image.
 
-    The smoothing (a sixth of the smallest diameter) averages out chromatin
-    texture, which would otherwise fray the core's edge and fragment it.
-    "Local" is a box of half the smallest nucleus diameter, so a dim nucleus
+    The smoothing is kept at the resolution (about a pixel): more would fill
+    the necks between touching nuclei.  The chromatin texture that frays the
+    core's edge is handled by the h-maxima marker test instead.  "Local" is a box of half the smallest nucleus diameter, so a dim nucleus
     next to a bright one keeps its own core, while the neck between two
     touching nuclei of similar brightness stays in both.
     """
@@ -223,7 +228,7 @@ def find_nuclei(tile: Tile, *, config: NucleusExpertConfig = NucleusExpertConfig
     # wings, where touching neighbours merge and their neck disappears.
     # cores: above half the local maximum and clearly significant, so faint
     # foreground between nuclei never seeds a nucleus of its own
-    core = _half_maximum_cores(img, fg & (sig >= config.seed_threshold), _smoothing(config, tile.psf), d_min)
+    core = _half_maximum_cores(img, fg & (sig >= config.seed_threshold), max(1.0, tile.psf.sigma), d_min)
     dist = ndimage.distance_transform_edt(core)
     # Only maxima of the distance map at least `h` deep count (h-maxima): a
     # neck between two nuclei is much shallower than their radii, the ripples

@@ -241,7 +241,7 @@ def test_nonfinite_pixels_are_masked_automatically(field) -> None:
     np.testing.assert_array_equal(a.rms, b.rms)
 
 
-def test_poor_meshes_are_filled_from_the_nearest_good_mesh() -> None:
+def test_poor_meshes_are_interpolated_from_good_meshes() -> None:
     rng = np.random.default_rng(5)
     img = rng.normal(0.0, 1.0, (256, 256)) + np.repeat(np.arange(4) * 100.0, 64)[None, :]
     mask = np.zeros(img.shape, np.uint8)
@@ -252,10 +252,12 @@ def test_poor_meshes_are_filled_from_the_nearest_good_mesh() -> None:
     assert good[1, 3] == 0.0 and np.isnan(level[1, 3])
     assert good[0, 0] == pytest.approx(1 - 40 / 64)
     model = assemble_background(level, rms, good, img.shape, config=cfg)
-    # filled with the value of one of the nearest good meshes
-    assert model.level[1, 3] in (level[0, 3], level[2, 3], level[1, 2])
+    # inside the good meshes' hull: linear interpolation keeps the ramp
+    # (nearest-mesh copying would leave steps); outside it: the nearest mesh
+    assert model.level[1, 3] == pytest.approx(0.5 * (level[0, 3] + level[2, 3]), abs=0.05)
+    assert model.level[1, 3] == pytest.approx(300.0, abs=0.2)
     assert model.level[0, 0] in (level[1, 0], level[0, 1])
-    assert model.rms[1, 3] in (rms[0, 3], rms[2, 3], rms[1, 2])
+    assert model.rms[1, 3] == pytest.approx(0.5 * (rms[0, 3] + rms[2, 3]), abs=0.05)
     # good meshes are left alone (no median filter here)
     np.testing.assert_array_equal(model.level[2:, :], level[2:, :])
 
