@@ -30,6 +30,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_point.py --size 4096
 	$(BIN)/python benchmarks/bench_memory.py --size 16384
+	$(BIN)/python benchmarks/bench_microscopy.py
 
 bench-tests: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q tests/benchmarks

@@ -33,3 +33,13 @@ def test_memory_benchmark_meets_its_target(tmp_path: Path) -> None:
     )
     print(proc.stdout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_microscopy_benchmark_meets_its_target(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_microscopy.py"), "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=900,
+    )
+    print(proc.stdout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
