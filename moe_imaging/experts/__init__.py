@@ -7,11 +7,15 @@ Experts follow the protocol in :mod:`.base`, are registered by name in
 from __future__ import annotations
 
 from .artifact import ArtifactExpert, ArtifactExpertConfig, find_artifacts
+from .extended import ExtendedExpert, ExtendedExpertConfig, find_extended
 from .base import CANDIDATE_COLUMNS, KINDS, REGISTRY, Expert, empty_candidates, make_expert, register
 from .nucleus import NucleusExpert, NucleusExpertConfig, find_nuclei
 from .point import PointExpert, PointExpertConfig, find_point_sources, score_point_sources
 
 __all__ = [
+    "ExtendedExpert",
+    "ExtendedExpertConfig",
+    "find_extended",
     "ArtifactExpert",
     "ArtifactExpertConfig",
     "find_artifacts",
