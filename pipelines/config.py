@@ -26,6 +26,8 @@ import tomllib
 from moe_imaging.background import BackgroundConfig
 from moe_imaging.config import Config, check_choice, check_int, check_range
 from moe_imaging.errors import ConfigError
+from moe_imaging.experts.artifact import ArtifactExpertConfig
+from moe_imaging.experts.extended import ExtendedExpertConfig
 from moe_imaging.experts.point import PointExpertConfig
 from moe_imaging.psf import KOLMOGOROV_MOFFAT_BETA
 
@@ -126,13 +128,27 @@ class MicroscopyConfig(Config):
 
 @dataclasses.dataclass(frozen=True)
 class DetectionConfig(Config):
-    """Everything ``detect_image`` needs, one section per stage."""
+    """Everything ``detect_image`` needs, one section per stage.
 
+    ``experts`` lists the survey experts to run (microscopy mode runs the
+    nucleus expert).  With more than one, their candidates are fused into one
+    row per object (:func:`moe_imaging.fusion.fuse`).
+    """
+
+    experts: tuple[str, ...] = ("point",)
     psf: PSFConfig = PSFConfig()
     background: BackgroundConfig = BackgroundConfig()
     point: PointExpertConfig = PointExpertConfig()
+    extended: ExtendedExpertConfig = ExtendedExpertConfig()
+    artifact: ArtifactExpertConfig = ArtifactExpertConfig()
     tiling: TilingConfig = TilingConfig()
     microscopy: MicroscopyConfig = MicroscopyConfig()
+
+    def __post_init__(self) -> None:
+        known = ("point", "extended", "artifact")
+        names = tuple(self.experts)
+        if not names or any(n not in known for n in names) or len(set(names)) != len(names):
+            raise ConfigError(f"experts: survey experts are chosen from {list(known)}, got {list(names)}")
 
     def science_hash(self) -> str:
         """Hash of the options that can change the catalog (tiling excluded)."""

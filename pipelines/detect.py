@@ -29,6 +29,7 @@ from catalogs.provenance import Provenance
 from moe_imaging.background import BackgroundModel
 from moe_imaging.errors import InputError, PSFError
 from moe_imaging.experts import make_expert
+from moe_imaging.fusion import fuse
 from moe_imaging.experts.nucleus import NucleusExpertConfig, nucleus_smoothing
 from moe_imaging.psf import PSF, airy_psf, estimate_psf, moffat_psf, psf_from_image
 
@@ -247,11 +248,15 @@ def detect_image(
         raise InputError(str(exposure.path), f"cannot estimate the background: {exc}") from None
     if mode == "survey":
         psf = choose_psf(exposure, background, config, psf_file=psf_file)
-        experts = [make_expert("point", config.point)]
+        experts = [make_expert(name, getattr(config, name)) for name in config.experts]
         threshold = config.point.detection_threshold(psf)
     halo = halo_for(psf, experts)
     tiles = make_tiles(exposure.shape, size, halo)
-    table = run_tiles(exposure, tiles, psf, background, experts, progress=progress, **sched)
+    per_expert = run_tiles(exposure, tiles, psf, background, experts, progress=progress, **sched)
+    if len(per_expert) == 1:
+        table = next(iter(per_expert.values()))
+    else:
+        table = fuse(per_expert, radius=max(1.5, psf.fwhm))
     catalog = _to_catalog(table, exposure)
     provenance = make_provenance(
         input_path=exposure.path,

@@ -180,14 +180,25 @@ def process_tile(
     psf: PSF,
     background: BackgroundModel,
     experts: Sequence[object],
-) -> Table:
-    """One Dask task: read the tile, run every expert, return the owned detections."""
+) -> dict[str, Table]:
+    """One Dask task: read the tile, run every expert, return each one's owned candidates."""
     tile = read_tile(exposure, spec, psf, background)
-    tables = [expert.propose(tile) for expert in experts]
-    tables = [t for t in tables if len(t)] or tables[:1]
-    out = vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else tables[0]
-    out.meta.clear()
+    out = {}
+    for expert in experts:
+        table = expert.propose(tile)
+        table.meta.clear()
+        out[expert.name] = table
     return out
+
+
+def _stitch(tables: list[Table]) -> Table:
+    """Concatenate per-tile tables of one expert, sorted by ``(y_peak, x_peak)``."""
+    nonempty = [t for t in tables if len(t)]
+    if not nonempty:
+        return tables[0] if tables else Table()
+    out = vstack(nonempty, metadata_conflicts="silent") if len(nonempty) > 1 else nonempty[0]
+    order = np.lexsort((np.asarray(out["x_peak"]), np.asarray(out["y_peak"])))
+    return out[order]
 
 
 def run_tiles(
@@ -201,20 +212,20 @@ def run_tiles(
     workers: int | None = None,
     progress: bool = False,
     client=None,
-) -> Table:
+) -> dict[str, Table]:
     """Run :func:`process_tile` on every tile (one Dask task each) and stitch.
 
-    Each tile returns only what its core owns, so stitching is a concatenation;
-    rows are sorted by ``(y_peak, x_peak)`` so the order, like the content, does
-    not depend on the tiling.
+    Each tile returns only what its core owns, so stitching is a concatenation
+    per expert; rows are sorted by ``(y_peak, x_peak)`` so the order, like the
+    content, does not depend on the tiling.
+
+    Returns
+    -------
+    dict of str to Table
+        Each expert's candidates over the whole image.
     """
     tasks = [
         dask.delayed(process_tile, pure=True)(exposure, spec, psf, background, experts) for spec in tiles
     ]
-    tables = _compute(tasks, scheduler=scheduler, workers=workers, progress=progress, client=client)
-    nonempty = [t for t in tables if len(t)]
-    if not nonempty:
-        return tables[0] if tables else Table()
-    out = vstack(nonempty, metadata_conflicts="silent") if len(nonempty) > 1 else nonempty[0]
-    order = np.lexsort((np.asarray(out["x_peak"]), np.asarray(out["y_peak"])))
-    return out[order]
+    results = _compute(tasks, scheduler=scheduler, workers=workers, progress=progress, client=client)
+    return {expert.name: _stitch([r[expert.name] for r in results]) for expert in experts}

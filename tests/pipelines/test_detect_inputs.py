@@ -130,3 +130,25 @@ def test_distributed_cluster_gives_the_same_catalog(mef_pair) -> None:
             remote = detect_image(plain, tile_size=256, checksum=False, client=client).catalog
     np.testing.assert_array_equal(remote["source_id"], local["source_id"])
     np.testing.assert_allclose(remote["flux"], local["flux"], rtol=1e-6)
+
+
+def test_union_of_survey_experts_labels_cosmic_rays_as_artifacts(tmp_path) -> None:
+    """point + extended + artifact, fused: cosmic rays end up as artifacts, not sources."""
+    from pipelines import DetectionConfig
+
+    sim = simulate_survey(SurveySimConfig(size=768, seed=23, cosmic_ray_density=60.0))
+    path = write_exposure(tmp_path / "union.fits", sim.image, sim.header)
+    cfg = DetectionConfig(experts=("point", "extended", "artifact"))
+    cat = detect_image(path, config=cfg, checksum=False).catalog
+    kind = np.asarray(cat["kind"]).astype(str)
+    assert {"star", "artifact"} <= set(kind)
+    assert {"experts", "point_snr", "artifact_snr", "extended_snr"} <= set(cat.colnames)
+    truth = sim.truth
+    cr = np.asarray(truth["kind"]).astype(str) == "cosmic_ray"
+    d, j = cKDTree(np.column_stack([cat["x"], cat["y"]])).query(np.column_stack([truth["x"][cr], truth["y"][cr]]))
+    near = d <= 1.5 + 0.5 * np.asarray(truth["npix"])[cr]
+    assert near.mean() >= 0.95
+    assert np.mean(near & (kind[j] != "artifact")) <= 0.05
+    # the same catalog whatever the tiling
+    tiled = detect_image(path, config=cfg, tile_size=256, checksum=False).catalog
+    np.testing.assert_array_equal(tiled["source_id"], cat["source_id"])
