@@ -221,32 +221,12 @@ def detect_image(
         exposure = open_tiff(path)
         psf, nucleus_config, optics = microscopy_setup(exposure, config.microscopy)
         experts = [make_expert("nucleus", nucleus_config)]
-        # meshes several nuclei wide, so nuclei do not bias the background
-        bkg_config = config.background.replace(
-            mesh_size=max(config.background.mesh_size, int(math.ceil(4 * nucleus_config.diameter_px[1])))
-        )
+        background = _microscopy_background(exposure, config, nucleus_config, psf, size, sched)
         threshold = nucleus_config.threshold
     else:
         exposure = open_exposure(path, hdu=hdu)
-        bkg_config = config.background
         optics = None
-    try:
-        background = compute_background(exposure, bkg_config, block_size=size or max(exposure.shape), **sched)
-        if mode == "microscopy":
-            # Nuclei fill much of every mesh: a second pass masks them (found
-            # against the coarse first model) and uses ordinary meshes, which
-            # follow vignetting.
-            masking = SourceMasking(
-                prior=background, smoothing=nucleus_smoothing(nucleus_config, psf), threshold=nucleus_config.seed_threshold,
-                grow=int(math.ceil(nucleus_config.diameter_px[1] / 4)),
-            )
-            bkg_config = config.background
-            background = compute_background(
-                exposure, bkg_config, block_size=size or max(exposure.shape), masking=masking, **sched
-            )
-    except ValueError as exc:  # no usable mesh
-        raise InputError(str(exposure.path), f"cannot estimate the background: {exc}") from None
-    if mode == "survey":
+        background = _background(exposure, config.background, size, sched)
         psf = choose_psf(exposure, background, config, psf_file=psf_file)
         experts = [make_expert(name, getattr(config, name)) for name in config.experts]
         threshold = config.point.detection_threshold(psf)
@@ -276,13 +256,50 @@ def detect_image(
         extra={
             "mode": mode,
             "halo_px": halo,
-            "background_mesh": bkg_config.mesh_size,
+            "background_mesh": config.background.mesh_size,
             "hdu": str(exposure.hdu),
             **({"optics": dataclasses.asdict(optics)} if optics is not None else {}),
         },
     )
     catalog.meta["provenance"] = provenance.to_dict()
     return DetectionResult(catalog=catalog, provenance=provenance, psf=psf, background=background, exposure=exposure)
+
+
+def _background(exposure, config, size, sched, masking: SourceMasking | None = None) -> BackgroundModel:
+    """The global background model; an image with no usable mesh is an input error."""
+    try:
+        return compute_background(
+            exposure, config, block_size=size or max(exposure.shape), masking=masking, **sched
+        )
+    except ValueError as exc:  # no usable mesh
+        raise InputError(str(exposure.path), f"cannot estimate the background: {exc}") from None
+
+
+def _microscopy_background(
+    exposure: TiffExposure,
+    config: DetectionConfig,
+    nucleus_config: NucleusExpertConfig,
+    psf: PSF,
+    size: int | None,
+    sched: dict,
+) -> BackgroundModel:
+    """Two passes: coarse meshes several nuclei wide, then ordinary meshes with nuclei masked.
+
+    Nuclei fill much of every ordinary mesh and would bias it; the coarse
+    first model finds them, the second pass excludes them and follows the
+    vignetting with ordinary meshes.
+    """
+    coarse = config.background.replace(
+        mesh_size=max(config.background.mesh_size, int(math.ceil(4 * nucleus_config.diameter_px[1])))
+    )
+    first = _background(exposure, coarse, size, sched)
+    masking = SourceMasking(
+        prior=first,
+        smoothing=nucleus_smoothing(nucleus_config, psf),
+        threshold=nucleus_config.seed_threshold,
+        grow=int(math.ceil(nucleus_config.diameter_px[1] / 4)),
+    )
+    return _background(exposure, config.background, size, sched, masking=masking)
 
 
 def _to_catalog(table: Table, exposure: Exposure) -> Table:
