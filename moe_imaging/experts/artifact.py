@@ -39,7 +39,7 @@ from ..detection import connected_regions
 from ..flags import MaskBit, SourceFlag
 from ..psf import PSF
 from ..tile import Tile
-from .base import CANDIDATE_COLUMNS, register
+from .base import CANDIDATE_COLUMNS, register, sample_at_candidates
 
 __all__ = ["ArtifactExpertConfig", "ArtifactExpert", "find_artifacts", "psf_peak_ratio", "ARTIFACT_COLUMNS"]
 
@@ -110,17 +110,8 @@ class ArtifactExpert:
 
     def score(self, tile: Tile, candidates: Table) -> Table:
         """``artifact_sharp_sigma``: the too-sharp significance at each candidate's pixel."""
-        n = len(candidates)
-        out = np.full(n, np.nan)
-        img = np.asarray(tile.image)
-        if n and img.size:
-            sharp = _sharp_significance(tile, psf_peak_ratio(tile.psf))
-            oy, ox = tile.origin
-            iy = np.floor(np.asarray(candidates["y"], float) - oy + 0.5)
-            ix = np.floor(np.asarray(candidates["x"], float) - ox + 0.5)
-            inside = np.isfinite(iy) & np.isfinite(ix) & (iy >= 0) & (ix >= 0) & (iy < img.shape[0]) & (ix < img.shape[1])
-            out[inside] = sharp[iy[inside].astype(int), ix[inside].astype(int)]
-        return Table({"artifact_sharp_sigma": out})
+        sharp = sample_at_candidates(tile, candidates, lambda t: _sharp_significance(t, psf_peak_ratio(t.psf)))
+        return Table({"artifact_sharp_sigma": sharp})
 
 
 def _empty() -> Table:

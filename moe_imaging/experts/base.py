@@ -22,12 +22,22 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 from astropy.table import Table
 
 from ..psf import PSF
 from ..tile import Tile
 
-__all__ = ["KINDS", "CANDIDATE_COLUMNS", "Expert", "REGISTRY", "register", "make_expert", "empty_candidates"]
+__all__ = [
+    "KINDS",
+    "CANDIDATE_COLUMNS",
+    "Expert",
+    "REGISTRY",
+    "register",
+    "make_expert",
+    "empty_candidates",
+    "sample_at_candidates",
+]
 
 KINDS: tuple[str, ...] = ("star", "galaxy", "streak", "artifact", "nucleus")
 """The catalog's ``kind`` vocabulary."""
@@ -98,6 +108,25 @@ def make_expert(name: str, config: object | None = None) -> Expert:
 
 def empty_candidates(extra: tuple[tuple[str, str], ...] = ()) -> Table:
     """A zero-row candidate table with the contract columns (plus ``extra``)."""
-    import numpy as np
-
     return Table({name: np.zeros(0, dtype=dt) for name, dt in CANDIDATE_COLUMNS + tuple(extra)})
+
+
+def sample_at_candidates(tile: Tile, candidates: Table, values) -> np.ndarray:
+    """Values of a tile-sized map at each candidate's nearest pixel (NaN off the tile).
+
+    ``values`` is the map itself or a callable building it from the tile; it
+    is only built when some candidate lies on the tile.
+    """
+    n = len(candidates)
+    out = np.full(n, np.nan)
+    shape = np.shape(tile.image)
+    if n == 0 or 0 in shape:
+        return out
+    oy, ox = tile.origin
+    iy = np.floor(np.asarray(candidates["y"], float) - oy + 0.5)
+    ix = np.floor(np.asarray(candidates["x"], float) - ox + 0.5)
+    inside = np.isfinite(iy) & np.isfinite(ix) & (iy >= 0) & (ix >= 0) & (iy < shape[0]) & (ix < shape[1])
+    if inside.any():
+        grid = values(tile) if callable(values) else values
+        out[inside] = np.asarray(grid)[iy[inside].astype(int), ix[inside].astype(int)]
+    return out

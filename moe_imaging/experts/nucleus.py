@@ -49,7 +49,7 @@ from ..errors import ConfigError
 from ..flags import SourceFlag
 from ..psf import PSF
 from ..tile import Tile
-from .base import CANDIDATE_COLUMNS, register
+from .base import CANDIDATE_COLUMNS, register, sample_at_candidates
 
 __all__ = ["NucleusExpertConfig", "NucleusExpert", "find_nuclei", "nucleus_smoothing", "NUCLEUS_COLUMNS"]
 
@@ -144,17 +144,7 @@ class NucleusExpert:
 
     def score(self, tile: Tile, candidates: Table) -> Table:
         """``nucleus_snr``: the smoothed significance at each candidate's position."""
-        n = len(candidates)
-        out = np.full(n, np.nan)
-        img = np.asarray(tile.image)
-        if n and img.size:
-            sig = _significance(tile, self.config)
-            oy, ox = tile.origin
-            iy = np.floor(np.asarray(candidates["y"], float) - oy + 0.5)
-            ix = np.floor(np.asarray(candidates["x"], float) - ox + 0.5)
-            inside = np.isfinite(iy) & np.isfinite(ix) & (iy >= 0) & (ix >= 0) & (iy < img.shape[0]) & (ix < img.shape[1])
-            out[inside] = sig[iy[inside].astype(int), ix[inside].astype(int)]
-        return Table({"nucleus_snr": out})
+        return Table({"nucleus_snr": sample_at_candidates(tile, candidates, lambda t: _significance(t, self.config))})
 
 
 def _empty() -> Table:
