@@ -155,3 +155,25 @@ def test_scores_every_candidate_in_order(expert) -> None:
     far["x"] = [1e6]
     assert np.isnan(np.asarray(expert.score(tile, far)[evidence.colnames[0]], dtype=float)).all()
     assert len(expert.score(tile, cands[:0])) == 0
+
+
+def test_constant_tile(expert) -> None:
+    table = expert.propose(Tile.from_image(np.full((128, 128), 7.0), PSF, noise=1.0, background=7.0))
+    _check_contract(table, expert)
+    assert len(table) == 0
+
+
+def test_psf_larger_than_the_tile(expert) -> None:
+    big = moffat_psf(12.0)  # image ~100 px across
+    img = np.random.default_rng(7).normal(0, 1, (40, 40))
+    table = expert.propose(Tile.from_image(img, big, noise=1.0))
+    _check_contract(table, expert)
+
+
+def test_nan_psf_is_a_clear_error() -> None:
+    from moe_imaging.errors import PSFError
+    from moe_imaging.psf import PSF as PSFClass
+
+    bad = np.full((11, 11), np.nan)
+    with pytest.raises(PSFError, match="finite"):
+        PSFClass(image=bad, fwhm=3.0, source="test", model="empirical")
