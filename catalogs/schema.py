@@ -46,7 +46,7 @@ __all__ = [
     "validate",
 ]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 """Version of the catalog schema, ``"major.minor"``.
 
 The major number changes when a column is removed, renamed or changes meaning
@@ -172,6 +172,8 @@ COLUMNS: tuple[Column, ...] = (
        "background RMS per pixel at the peak, in the image unit"),
     _c("kind", "str", None,
        "proposed object class: star, galaxy, streak, artifact or nucleus ('' if none)"),
+    _c("subtype", "str", None,
+       "artifact sub-type: cosmic_ray, hot_pixel, saturation or bleed ('' for other kinds)"),
     _c("expert", "str", None, "name of the expert that proposed the detection (e.g. 'point')"),
     _c("flags", "int32", None, "quality bit flags (moe_imaging.flags.SourceFlag)"),
 )
