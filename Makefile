@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_point.py --size 4096
 	$(BIN)/python benchmarks/bench_memory.py --size 16384
 	$(BIN)/python benchmarks/bench_microscopy.py
+	$(BIN)/python benchmarks/bench_experts.py
 
 bench-tests: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q tests/benchmarks
