@@ -50,20 +50,13 @@ from ..detection import connected_regions, find_peaks, matched_filter, refine_pe
 from ..flags import MaskBit, SourceFlag
 from ..psf import PSF
 from ..tile import Tile
+from .base import CANDIDATE_COLUMNS as BASE_COLUMNS
 from .base import register
 
 __all__ = ["PointExpertConfig", "PointExpert", "find_point_sources", "score_point_sources", "CANDIDATE_COLUMNS"]
 
 
-CANDIDATE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("x", "f8"),
-    ("y", "f8"),
-    ("x_peak", "i8"),
-    ("y_peak", "i8"),
-    ("flux", "f8"),
-    ("flux_err", "f8"),
-    ("snr", "f8"),
-    ("det_snr", "f8"),
+CANDIDATE_COLUMNS: tuple[tuple[str, str], ...] = BASE_COLUMNS + (
     ("a", "f8"),
     ("b", "f8"),
     ("theta", "f8"),
@@ -71,11 +64,10 @@ CANDIDATE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("roundness", "f8"),
     ("background", "f8"),
     ("noise", "f8"),
-    ("kind", "U16"),
-    ("expert", "U16"),
-    ("flags", "i4"),
 )
-"""Columns (name, numpy dtype) of the candidate table the point expert returns."""
+"""Columns (name, numpy dtype) of the point expert's table: the contract's
+columns (:data:`moe_imaging.experts.base.CANDIDATE_COLUMNS`) plus its shape
+and sharpness measurements."""
 
 
 @dataclasses.dataclass(frozen=True)

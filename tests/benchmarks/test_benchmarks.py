@@ -16,30 +16,18 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 @pytest.mark.slow
-def test_point_source_benchmark_meets_its_targets(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "script,args,timeout",
+    [
+        ("bench_point.py", ["--size", "4096"], 900),
+        ("bench_memory.py", ["--size", "16384"], 1800),
+        ("bench_microscopy.py", [], 900),
+    ],
+)
+def test_benchmark_meets_its_targets(tmp_path: Path, script: str, args: list[str], timeout: int) -> None:
     proc = subprocess.run(
-        [sys.executable, str(BENCH / "bench_point.py"), "--size", "4096", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=900,
-    )
-    print(proc.stdout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
-
-@pytest.mark.slow
-def test_memory_benchmark_meets_its_target(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / "bench_memory.py"), "--size", "16384", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=1800,
-    )
-    print(proc.stdout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
-
-@pytest.mark.slow
-def test_microscopy_benchmark_meets_its_target(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / "bench_microscopy.py"), "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=900,
+        [sys.executable, str(BENCH / script), *args, "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=timeout,
     )
     print(proc.stdout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
