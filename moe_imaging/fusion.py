@@ -11,6 +11,10 @@ Until the learned gate (which weighs all the evidence) exists, the row's
 ``kind`` and measurements come from one member chosen by physics-based
 precedence, documented in :func:`fuse`:
 
+0. a trail (``streak`` expert) absorbs the point and extended candidates
+   lying along it (its light triggers them all the way), except sources much
+   brighter than the trail that it merely crosses; trails join nothing by
+   distance alone;
 1. an ``artifact`` member wins: nothing the optics delivered can be sharper
    than the PSF, and saturated pixels are not a measurement;
 2. otherwise an ``extended`` member that is resolved (``extent`` >=
@@ -20,6 +24,7 @@ precedence, documented in :func:`fuse`:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -34,6 +39,46 @@ __all__ = ["fuse"]
 def _evidence(name: str, table: Table) -> np.ndarray:
     col = "det_snr" if "det_snr" in table.colnames else "snr"
     return np.asarray(table[col], dtype=np.float64)
+
+
+def _on_trail(candidates, names, rows, xs, ys, radius: float):
+    """Pairs ``(streak row, other row)`` for point/extended candidates lying on a trail.
+
+    A trail's light also triggers the point and extended experts all along
+    it.  A candidate within ``radius`` of the segment (and of its ends) is
+    the trail, unless it is much brighter than the trail's own light at a
+    point would be (``line_flux`` times the ``1.5 radius`` a point filter
+    integrates along a line): then it is a star the trail happens to cross.
+    Artifacts never join a trail.
+    """
+    streak = candidates["streak"]
+    base = next(k for k, (e, _) in enumerate(rows) if names[e] == "streak")  # rows are grouped by expert
+    others = np.array([k for k, (e, _) in enumerate(rows) if names[e] not in ("streak", "artifact")], dtype=int)
+    if len(others) == 0:
+        return []
+    tree = cKDTree(np.column_stack([ys[others], xs[others]]))
+    flux = np.full(len(rows), np.nan)
+    for k, (e, i) in enumerate(rows):
+        if names[e] not in ("streak", "artifact"):
+            flux[k] = float(candidates[names[e]]["flux"][i])
+    pairs = []
+    for i in range(len(streak)):
+        x0, y0, x1, y1 = (float(streak[c][i]) for c in ("x0", "y0", "x1", "y1"))
+        length = math.hypot(x1 - x0, y1 - y0)
+        if not length > 0:
+            continue
+        ux, uy = (x1 - x0) / length, (y1 - y0) / length
+        near = others[tree.query_ball_point([0.5 * (y0 + y1), 0.5 * (x0 + x1)], 0.5 * length + radius)]
+        if len(near) == 0:
+            continue
+        dx, dy = xs[near] - x0, ys[near] - y0
+        s = dx * ux + dy * uy
+        t = np.abs(-dx * uy + dy * ux)
+        line_flux = float(streak["line_flux"][i]) if "line_flux" in streak.colnames else np.inf
+        bright = flux[near] > 3.0 * 1.5 * radius * line_flux
+        on = (t <= radius) & (s >= -radius) & (s <= length + radius) & ~bright
+        pairs.extend((base + i, int(k)) for k in near[on])
+    return pairs
 
 
 def fuse(
@@ -94,12 +139,19 @@ def fuse(
             i = parent[i]
         return i
 
+    is_streak = np.array([names[e] == "streak" for e, _ in rows])
     pairs = cKDTree(np.column_stack([ys, xs])).query_pairs(radius, output_type="ndarray")
     for i, j in sorted(map(tuple, pairs)):
-        if owner[i] != owner[j]:
+        # a trail is not a point: it joins others only through _on_trail below
+        if owner[i] != owner[j] and not (is_streak[i] or is_streak[j]):
             ri, rj = root(int(i)), root(int(j))
             if ri != rj:
                 parent[max(ri, rj)] = min(ri, rj)
+    if "streak" in candidates and len(candidates["streak"]):
+        for k, other in _on_trail(candidates, names, rows, xs, ys, radius):
+            rk, ro = root(k), root(other)
+            if rk != ro:
+                parent[max(rk, ro)] = min(rk, ro)
     groups: dict[int, list[int]] = {}
     for k in range(len(rows)):
         groups.setdefault(root(k), []).append(k)
@@ -107,13 +159,15 @@ def fuse(
     def precedence(k: int) -> tuple[int, float]:
         e, i = rows[k]
         name, table = names[e], candidates[names[e]]
-        if name == "artifact":
+        if name == "streak":  # its group holds only what lies on the trail
             return (0, 0.0)
-        if name == "extended" and "extent" in table.colnames and table["extent"][i] >= resolved_extent:
+        if name == "artifact":
             return (1, 0.0)
-        if name == "point":
+        if name == "extended" and "extent" in table.colnames and table["extent"][i] >= resolved_extent:
             return (2, 0.0)
-        return (3, -float(_evidence(name, table)[i]))
+        if name == "point":
+            return (3, 0.0)
+        return (4, -float(_evidence(name, table)[i]))
 
     records = []
     for members in groups.values():

@@ -29,6 +29,7 @@ from moe_imaging.errors import ConfigError
 from moe_imaging.experts.artifact import ArtifactExpertConfig
 from moe_imaging.experts.extended import ExtendedExpertConfig
 from moe_imaging.experts.point import PointExpertConfig
+from moe_imaging.experts.streak import StreakExpertConfig
 from moe_imaging.psf import KOLMOGOROV_MOFFAT_BETA
 
 __all__ = ["PSFConfig", "TilingConfig", "MicroscopyConfig", "DetectionConfig", "load_config"]
@@ -141,11 +142,12 @@ class DetectionConfig(Config):
     point: PointExpertConfig = PointExpertConfig()
     extended: ExtendedExpertConfig = ExtendedExpertConfig()
     artifact: ArtifactExpertConfig = ArtifactExpertConfig()
+    streak: StreakExpertConfig = StreakExpertConfig()
     tiling: TilingConfig = TilingConfig()
     microscopy: MicroscopyConfig = MicroscopyConfig()
 
     def __post_init__(self) -> None:
-        known = ("point", "extended", "artifact")
+        known = ("point", "extended", "artifact", "streak")
         names = tuple(self.experts)
         if not names or any(n not in known for n in names) or len(set(names)) != len(names):
             raise ConfigError(f"experts: survey experts are chosen from {list(known)}, got {list(names)}")

@@ -31,6 +31,7 @@ from moe_imaging.errors import InputError, PSFError
 from moe_imaging.experts import make_expert
 from moe_imaging.fusion import fuse
 from moe_imaging.experts.nucleus import NucleusExpertConfig, nucleus_smoothing
+from moe_imaging.experts.streak import streak_prior_from_header
 from moe_imaging.psf import PSF, airy_psf, estimate_psf, moffat_psf, psf_from_image
 
 from .config import DetectionConfig, MicroscopyConfig
@@ -228,7 +229,7 @@ def detect_image(
         optics = None
         background = _background(exposure, config.background, size, sched)
         psf = choose_psf(exposure, background, config, psf_file=psf_file)
-        experts = [make_expert(name, getattr(config, name)) for name in config.experts]
+        experts = [make_expert(name, _expert_config(name, config, exposure)) for name in config.experts]
         threshold = config.point.detection_threshold(psf)
     halo = halo_for(psf, experts)
     tiles = make_tiles(exposure.shape, size, halo)
@@ -263,6 +264,21 @@ def detect_image(
     )
     catalog.meta["provenance"] = provenance.to_dict()
     return DetectionResult(catalog=catalog, provenance=provenance, psf=psf, background=background, exposure=exposure)
+
+
+def _expert_config(name: str, config: DetectionConfig, exposure: Exposure):
+    """An expert's configuration, with what the header tells it.
+
+    The streak expert takes the trail length the header predicts (rate times
+    exposure time, :func:`~moe_imaging.experts.streak.streak_prior_from_header`)
+    when the configuration does not set one.
+    """
+    expert_config = getattr(config, name)
+    if name == "streak" and expert_config.expected_length is None:
+        length = streak_prior_from_header(exposure.header, exposure.meta.pixscale)
+        if length is not None:
+            expert_config = expert_config.replace(expected_length=length)
+    return expert_config
 
 
 def _background(exposure, config, size, sched, masking: SourceMasking | None = None) -> BackgroundModel:

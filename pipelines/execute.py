@@ -217,7 +217,10 @@ def run_tiles(
 
     Each tile returns only what its core owns, so stitching is a concatenation
     per expert; rows are sorted by ``(y_peak, x_peak)`` so the order, like the
-    content, does not depend on the tiling.
+    content, does not depend on the tiling.  An expert whose objects can be
+    larger than a tile (the streak expert's trails) offers
+    ``stitch(table, image_shape, psf)``, which joins the pieces its tiles
+    reported.
 
     Returns
     -------
@@ -228,4 +231,10 @@ def run_tiles(
         dask.delayed(process_tile, pure=True)(exposure, spec, psf, background, experts) for spec in tiles
     ]
     results = _compute(tasks, scheduler=scheduler, workers=workers, progress=progress, client=client)
-    return {expert.name: _stitch([r[expert.name] for r in results]) for expert in experts}
+    out = {}
+    for expert in experts:
+        table = _stitch([r[expert.name] for r in results])
+        if hasattr(expert, "stitch"):
+            table = expert.stitch(table, exposure.shape, psf)
+        out[expert.name] = table
+    return out

@@ -11,6 +11,7 @@ from .extended import ExtendedExpert, ExtendedExpertConfig, find_extended
 from .base import CANDIDATE_COLUMNS, KINDS, REGISTRY, Expert, empty_candidates, make_expert, register
 from .nucleus import NucleusExpert, NucleusExpertConfig, find_nuclei
 from .point import PointExpert, PointExpertConfig, find_point_sources, score_point_sources
+from .streak import StreakExpert, StreakExpertConfig, find_streaks, stitch_streaks
 
 __all__ = [
     "ExtendedExpert",
@@ -33,4 +34,8 @@ __all__ = [
     "PointExpertConfig",
     "find_point_sources",
     "score_point_sources",
+    "StreakExpert",
+    "StreakExpertConfig",
+    "find_streaks",
+    "stitch_streaks",
 ]

@@ -55,8 +55,23 @@ def _hits(shape=(160, 160), seed=0, n=6, sigma=1.0):
     return img
 
 
+def _trails(shape=(160, 160), seed=0, sigma=1.0):
+    """Stars plus two trails: the PSF dragged along a segment (S/N about 60 each)."""
+    rng = np.random.default_rng(seed)
+    img = _stars(shape, seed=seed, n=6, sigma=sigma)
+    scene = np.zeros(shape)
+    for y0, x0, y1, x1 in ((30, 20, 60 + rng.uniform(-5, 5), 130), (130, 30, 90 + rng.uniform(-5, 5), 140)):
+        n = int(np.hypot(y1 - y0, x1 - x0) * 2)
+        for f in np.linspace(0, 1, n):
+            scene[int(round(y0 + f * (y1 - y0))), int(round(x0 + f * (x1 - x0)))] += 1.0 / n
+    scene = ndimage.convolve(scene, PSF.image)
+    return img + scene * 60.0 * sigma / np.sqrt((scene**2).sum() / 2)
+
+
 def _scene(expert, seed=0):
     """A scene holding objects of the kind the expert speaks for."""
+    if tuple(expert.kinds) == ("streak",):
+        return _trails(seed=seed)
     if "nucleus" in expert.kinds:
         return _blobs(seed=seed)
     if "artifact" in expert.kinds:
@@ -139,7 +154,18 @@ def test_float32_and_float64_agree(expert) -> None:
 
 
 def test_finds_what_it_speaks_for(expert) -> None:
-    expected = 4 if "nucleus" in expert.kinds else 6 if "artifact" in expert.kinds else 12
+    # the scenes hold 4 nuclei, 12 stars, 6 stars + 6 hits (artifact experts) or
+    # 6 stars + 2 trails (streak experts): count what the expert speaks for
+    if tuple(expert.kinds) == ("streak",):
+        table = expert.propose(Tile.from_image(_scene(expert, seed=5), PSF, noise=1.0))
+        assert len(table) == 2 and set(np.asarray(table["kind"]).astype(str)) == {"streak"}
+        return
+    if "nucleus" in expert.kinds:
+        expected = 4
+    elif "artifact" in expert.kinds:
+        expected = 6 + (6 if "star" in expert.kinds else 0)
+    else:
+        expected = 12
     table = expert.propose(Tile.from_image(_scene(expert, seed=5), PSF, noise=1.0))
     assert expected - 2 <= len(table) <= expected + 2
 
