@@ -46,9 +46,10 @@ def _on_trail(candidates, names, rows, xs, ys, radius: float):
 
     A trail's light also triggers the point and extended experts all along
     it.  A candidate within ``radius`` of the segment (and of its ends) is
-    the trail, unless it is much brighter than the trail's own light at a
-    point would be (``line_flux`` times the ``1.5 radius`` a point filter
-    integrates along a line): then it is a star the trail happens to cross.
+    the trail, unless it is more than 3 times brighter than the trail's own
+    light over the candidate would be (``line_flux`` times the ``1.5 radius``
+    a point filter integrates along a line, plus ``4 a`` for a segment of the
+    extended expert): then it is a source the trail happens to cross.
     Artifacts never join a trail.
     """
     streak = candidates["streak"]
@@ -58,9 +59,13 @@ def _on_trail(candidates, names, rows, xs, ys, radius: float):
         return []
     tree = cKDTree(np.column_stack([ys[others], xs[others]]))
     flux = np.full(len(rows), np.nan)
+    size = np.zeros(len(rows))  # extent along the trail, beyond the PSF's
     for k, (e, i) in enumerate(rows):
         if names[e] not in ("streak", "artifact"):
-            flux[k] = float(candidates[names[e]]["flux"][i])
+            table = candidates[names[e]]
+            flux[k] = float(table["flux"][i])
+            if "a" in table.colnames and np.isfinite(table["a"][i]):
+                size[k] = 4.0 * float(table["a"][i])
     pairs = []
     for i in range(len(streak)):
         x0, y0, x1, y1 = (float(streak[c][i]) for c in ("x0", "y0", "x1", "y1"))
@@ -75,7 +80,7 @@ def _on_trail(candidates, names, rows, xs, ys, radius: float):
         s = dx * ux + dy * uy
         t = np.abs(-dx * uy + dy * ux)
         line_flux = float(streak["line_flux"][i]) if "line_flux" in streak.colnames else np.inf
-        bright = flux[near] > 3.0 * 1.5 * radius * line_flux
+        bright = flux[near] > 3.0 * (1.5 * radius + size[near]) * line_flux
         on = (t <= radius) & (s >= -radius) & (s <= length + radius) & ~bright
         pairs.extend((base + i, int(k)) for k in near[on])
     return pairs

@@ -35,7 +35,7 @@ from scipy import ndimage, signal
 
 from ..config import Config, check_range
 from ..detection import find_peaks
-from ..flags import SourceFlag
+from ..flags import MaskBit, SourceFlag
 from ..psf import PSF
 from ..tile import Tile
 from .base import CANDIDATE_COLUMNS, register, sample_at_candidates
@@ -147,6 +147,32 @@ def _significance(tile: Tile, config: ExtendedExpertConfig) -> np.ndarray:
     return best
 
 
+def _one_per_saturated_region(tile: Tile, py, px, flux, flags) -> np.ndarray:
+    """Keep one segment per saturated region, flagged SATURATED; drop the others.
+
+    A saturated star and its bleed trail break into several segments (the
+    trail's charge, the core's ring); they are one object, reported once by
+    the brightest segment whose peak lies within a FWHM of the region, as the
+    point expert does.  Modifies ``flags`` in place; returns the keep mask.
+    """
+    keep = np.ones(len(py), bool)
+    mask = np.asarray(tile.mask)
+    saturated = (mask & np.uint16(MaskBit.SATURATED)) != 0
+    if not saturated.any() or len(py) == 0:
+        return keep
+    labels, _ = ndimage.label(saturated)
+    dist, (iy, ix) = ndimage.distance_transform_edt(~saturated, return_indices=True)
+    near = dist[py, px] <= max(1.0, tile.psf.fwhm)
+    region = np.where(near, labels[iy[py, px], ix[py, px]], 0)
+    for lab in np.unique(region[region > 0]):
+        members = np.nonzero(region == lab)[0]
+        best = members[np.argmax(np.nan_to_num(flux[members], nan=-np.inf))]
+        keep[members] = False
+        keep[best] = True
+        flags[best] |= int(SourceFlag.SATURATED)
+    return keep
+
+
 def find_extended(tile: Tile, *, config: ExtendedExpertConfig = ExtendedExpertConfig()) -> Table:
     """Segment, deblend and measure sources on a tile as galaxy hypotheses (pure function)."""
     from photutils.segmentation import SourceCatalog, deblend_sources, detect_sources
@@ -207,6 +233,7 @@ def find_extended(tile: Tile, *, config: ExtendedExpertConfig = ExtendedExpertCo
     parent_of = ndimage.label(segm.data > 0)[0][py, px]
     parents, counts = np.unique(parent_of, return_counts=True)
     flags[np.isin(parent_of, parents[counts > 1])] |= int(SourceFlag.BLENDED)
+    keep &= _one_per_saturated_region(tile, py, px, kron, flags)
     ny_img, nx_img = tile.image_shape
     edge = (py + oy < 2) | (px + ox < 2) | (py + oy >= ny_img - 2) | (px + ox >= nx_img - 2)
     flags[edge] |= int(SourceFlag.EDGE)

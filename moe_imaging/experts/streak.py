@@ -651,9 +651,11 @@ def _profile_test(
 
     The line-spread-weighted profile along the seeds' line (1-pixel steps) is
     fitted with the PSF-convolved segment in one dimension; the candidate goes
-    on to the full 2-D fit when the segment is at least half the shortest
-    trail, significant, and has no empty part.  Loose on purpose: it only
-    saves the 2-D fit for what clearly is not a trail.
+    on to the full 2-D fit when the segment is nearly as long as the shortest
+    trail, significant, has no empty part, is about as wide as the PSF across
+    and stands out from a local background plane.  The same tests as after
+    the full fit, with looser limits: it only saves the 2-D fit for what
+    clearly is not a trail.
     """
     lsf_t, lsf_v = lsf
     edge = _Edge.from_lsf(lsf)
@@ -687,7 +689,7 @@ def _profile_test(
         return False
     amp, s0, s1 = res.x
     s0, s1 = min(s0, s1), max(s0, s1)
-    if s1 - s0 < 0.5 * config.min_length(psf.fwhm) or not amp > 0:
+    if s1 - s0 < 0.8 * config.min_length(psf.fwhm) or not amp > 0:
         return False
     inside = (sc >= s0) & (sc < s1)
     if inside.sum() < 3:
@@ -702,7 +704,30 @@ def _profile_test(
     cd = np.bincount(kk, w, n_chunks)
     okc = cd > 0
     gap = np.min((cn[okc] / cd[okc] - 0.5 * amp) * np.sqrt(cd[okc]))
-    return bool(gap >= -2.0 * config.gap_sigma)
+    if gap < -2.0 * config.gap_sigma:
+        return False
+    # as wide as the PSF across, and standing out from a local background plane (the seed line
+    # may be off the trail by a pixel or two: centre it first)
+    body = (s >= s0 + 2 * sigma) & (s <= s1 - 2 * sigma)
+    if body.sum() < 10:
+        return True
+    tb, vb, ib, sb = t[body], v[body], 1.0 / var[body], s[body] - 0.5 * (s0 + s1)
+    # the seed line's offset and tilt (grid search maximising the line-spread-weighted signal)
+    half = 0.5 * max(s1 - s0, 1.0)
+    best, off, tilt = -np.inf, 0.0, 0.0
+    for k in np.linspace(-2.0, 2.0, 9) / half:  # ends moved by up to 2 px
+        for o in np.arange(-3.0, 3.01, 0.5):
+            gain = float(np.sum(vb * np.interp(tb - o - k * sb, lsf_t, lsf_v, left=0.0, right=0.0) * ib))
+            if gain > best:
+                best, off, tilt = gain, float(o), float(k)
+    if _width_scale(tb - off - tilt * sb, vb, ib, lsf) > config.max_width + 0.2:
+        return False
+    ang = angle + math.atan(tilt)
+    mx, my = cx + 0.5 * (s0 + s1) * ux - off * uy, cy + 0.5 * (s0 + s1) * uy + off * ux
+    contrast = _local_contrast(
+        tile, bad, mx, my, math.cos(ang), math.sin(ang), -half + 2 * sigma, half - 2 * sigma, psf, lsf, amp
+    )
+    return bool(contrast >= config.min_contrast - 0.2)
 
 
 def _best_segment_along(p, s, t, v, ivar, keep, edge: "_Edge", lsf) -> tuple[float, float, float] | None:
@@ -744,7 +769,7 @@ def _local_contrast(tile, bad, cx, cy, ux, uy, s_lo, s_hi, psf: PSF, lsf, amp: f
     """The trail's amplitude with a local plane ``b0 + b1 t`` fitted under it, over ``amp``.
 
     Linear least squares over the pixels within ``4 FWHM`` of the trail's
-    body.  About 1 for a trail on flat sky; near 0 (or negative) for a
+    body, iteratively clipping pixels more than 4 sigma off (other sources).  About 1 for a trail on flat sky; near 0 (or negative) for a
     "trail" that is the edge of something broader.
     """
     if not (s_hi > s_lo and amp > 0):
@@ -755,10 +780,18 @@ def _local_contrast(tile, bad, cx, cy, ux, uy, s_lo, s_hi, psf: PSF, lsf, amp: f
         return 1.0
     w = 1.0 / np.sqrt(var)
     design = np.column_stack([np.interp(t, lsf_t, lsf_v, left=0.0, right=0.0), np.ones_like(t), t]) * w[:, None]
-    try:
-        coef, *_ = np.linalg.lstsq(design, v * w, rcond=None)
-    except np.linalg.LinAlgError:
-        return 1.0
+    target = v * w
+    use = np.ones(len(t), bool)
+    coef = np.zeros(3)
+    for _ in range(3):  # clip the pixels of other sources in the band (4 sigma) and refit
+        try:
+            coef, *_ = np.linalg.lstsq(design[use], target[use], rcond=None)
+        except np.linalg.LinAlgError:
+            return 1.0
+        new_use = np.abs(target - design @ coef) < 4.0
+        if new_use.sum() < 20 or np.array_equal(new_use, use):
+            break
+        use = new_use
     return float(coef[0] / amp)
 
 
@@ -961,6 +994,15 @@ def _window(tile: Tile, cx, cy, ux, uy, s_lo, s_hi, margin) -> tuple[float, floa
     return lo, hi, (lo_edge and lo_img) or not lo_edge, (hi_edge and hi_img) or not hi_edge
 
 
+def _to_frame(fit: "_Fit", cx, cy, ux, uy, lo: float, hi: float) -> tuple[float, float]:
+    """Window limits ``[lo, hi]`` along the line ``(cx, cy) + s (ux, uy)``, in the fit's frame."""
+    out = []
+    for v in (lo, hi):
+        px, py = cx + v * ux, cy + v * uy
+        out.append((px - fit.cx) * fit.ux + (py - fit.cy) * fit.uy)
+    return min(out), max(out)
+
+
 def _clip_to_box(x0, y0, x1, y1, box) -> tuple[float, float] | None:
     """Parameter interval ``[u0, u1]`` of the segment inside ``box = (ymin, ymax, xmin, xmax)``."""
     ymin, ymax, xmin, xmax = box
@@ -1020,6 +1062,13 @@ def _seed_groups(search: _Search, config: StreakExpertConfig, psf: PSF) -> list[
             ys = (yy + sl[0].start) * b + 0.5 * (b - 1)
             xs = (xx + sl[1].start) * b + 0.5 * (b - 1)
             cx, cy = float(np.average(xs, weights=w)), float(np.average(ys, weights=w))
+            if len(xs) >= 5:
+                # a long, thin group of seeds gives the angle far better than the filters' steps
+                evals, evecs = np.linalg.eigh(np.cov(np.vstack([xs - cx, ys - cy]), aweights=w))
+                if evals[1] > 25.0 * max(evals[0], 0.25 * b * b):
+                    pca = math.atan2(evecs[1, 1], evecs[0, 1]) % math.pi
+                    if abs((pca - angle + 0.5 * math.pi) % math.pi - 0.5 * math.pi) < math.radians(10.0):
+                        angle = pca
             ux, uy = math.cos(angle), math.sin(angle)
             proj = (xs - cx) * ux + (ys - cy) * uy
             # anisotropy at the peak: the segment across the line must see much less than along it
@@ -1172,8 +1221,32 @@ def find_streaks(tile: Tile, *, config: StreakExpertConfig = StreakExpertConfig(
         if not _profile_test(tile, bad, cx, cy, angle, s_lo, s_hi, lo, hi, psf, lsf, config, search.threshold):
             continue
         fit = _fit_trail(tile, bad, cx, cy, angle, s_lo, s_hi, lo, hi, psf, lsf, peak)
+        # A faint trail's seeds may cover only part of it: while a fitted end runs into the
+        # window's limit (not the tile's edge), grow the window there and fit again.
+        for _ in range(3):
+            if fit is None:
+                break
+            w_lo, w_hi = _to_frame(fit, cx, cy, ux, uy, lo, hi)
+            near_lo = fit.s0 - w_lo < 3.0 * psf.fwhm
+            near_hi = w_hi - fit.s1 < 3.0 * psf.fwhm
+            if not (near_lo or near_hi):
+                break
+            extra = max(2.0 * margin, fit.s1 - fit.s0)
+            lo2, hi2, _, _ = _window(tile, fit.cx, fit.cy, fit.ux, fit.uy, fit.s0 - (extra if near_lo else 0.0),
+                                     fit.s1 + (extra if near_hi else 0.0), margin)
+            if hi2 - lo2 <= (w_hi - w_lo) + 1.0:
+                break  # the tile's edge: nothing more to see here (stitching joins the rest)
+            refit = _fit_trail(tile, bad, fit.cx, fit.cy, math.atan2(fit.uy, fit.ux), fit.s0, fit.s1, lo2, hi2,
+                               psf, lsf, peak)
+            if refit is None:
+                break
+            cx, cy, ux, uy, lo, hi = fit.cx, fit.cy, fit.ux, fit.uy, lo2, hi2
+            fit = refit
         if fit is None:
             continue
+        # the window in the fit's own frame, and whether each of its limits is a tile's edge
+        lo, hi = _to_frame(fit, cx, cy, ux, uy, lo, hi)
+        _, _, lo_img, hi_img = _window(tile, fit.cx, fit.cy, fit.ux, fit.uy, lo - 1.0, hi + 1.0, 0.0)
         length = fit.s1 - fit.s0
         snr_total = fit.amp / fit.amp_err if fit.amp_err > 0 else 0.0
         if length < min_len or not snr_total >= search.threshold:
