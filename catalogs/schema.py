@@ -46,7 +46,7 @@ __all__ = [
     "validate",
 ]
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 """Version of the catalog schema, ``"major.minor"``.
 
 The major number changes when a column is removed, renamed or changes meaning
@@ -170,6 +170,8 @@ COLUMNS: tuple[Column, ...] = (
        "local background level per pixel at the peak, in the image unit"),
     _c("noise", "float64", FLUX_UNIT_PLACEHOLDER,
        "background RMS per pixel at the peak, in the image unit"),
+    _c("psf_fwhm", "float64", "pix",
+       "FWHM of the PSF prior used for this detection (varies over the field with psf.vary)"),
     _c("kind", "str", None,
        "proposed object class: star, galaxy, streak, artifact or nucleus ('' if none)"),
     _c("subtype", "str", None,

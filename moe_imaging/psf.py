@@ -44,6 +44,7 @@ __all__ = [
     "airy_psf",
     "psf_from_image",
     "estimate_psf",
+    "local_psf",
     "measure_fwhm",
 ]
 
@@ -333,6 +334,39 @@ def _pad_or_crop(img: np.ndarray, side: int) -> np.ndarray:
     oy0, ox0 = (side - sy) // 2, (side - sx) // 2
     out[oy0 : oy0 + sy, ox0 : ox0 + sx] = img[iy0 : iy0 + sy, ix0 : ix0 + sx]
     return out
+
+
+def local_psf(
+    image: np.ndarray,
+    noise: np.ndarray | float,
+    fallback: PSF,
+    *,
+    mask: np.ndarray | None = None,
+    min_snr: float = 30.0,
+    min_stars: int = 5,
+    max_ratio: float = 1.5,
+) -> PSF:
+    """The PSF of one part of the field, from its own stars, else ``fallback``.
+
+    For PSFs that vary over the field (optics, seeing across a wide field):
+    :func:`estimate_psf` on this region's stars, starting from the global
+    PSF's FWHM.  When the region has fewer than ``min_stars`` good stars, or
+    the estimate's FWHM is more than ``max_ratio`` times larger or smaller
+    than the global one (a bad estimate, or a halo too small for it), the
+    global PSF is returned.  Never raises for a poor region.
+
+    Returns
+    -------
+    PSF
+        The local estimate (``source="stars:N@local"``) or ``fallback``.
+    """
+    try:
+        psf = estimate_psf(image, noise, mask=mask, fwhm_guess=fallback.fwhm, min_snr=min_snr, min_stars=min_stars)
+    except PSFError:
+        return fallback
+    if not (fallback.fwhm / max_ratio <= psf.fwhm <= fallback.fwhm * max_ratio):
+        return fallback
+    return dataclasses.replace(psf, source=f"{psf.source}@local")
 
 
 def estimate_psf(

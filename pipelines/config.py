@@ -50,14 +50,33 @@ class PSFConfig(Config):
         Minimum S/N of stars used to estimate the PSF when the header has none.
     estimate_max_size : int
         Side of the central image region searched for PSF stars.
+    vary : bool
+        Let the PSF vary over the field: each tile uses the PSF estimated
+        from its own stars (:func:`moe_imaging.psf.local_psf`), falling back
+        to the global prior where it has too few.  The catalog then depends
+        on the tiling (each tile has one PSF); keep ``tiling.tile_size`` the
+        scale over which the PSF may change.
+    vary_min_stars : int
+        Fewest stars a tile needs for its own PSF.
+    vary_max_ratio : float
+        A tile's PSF FWHM must lie within this factor of the global one (the
+        halo is sized for the largest allowed).
     """
 
     fwhm: float | None = None
     beta: float = KOLMOGOROV_MOFFAT_BETA
     estimate_min_snr: float = 30.0
     estimate_max_size: int = 2048
+    vary: bool = False
+    vary_min_stars: int = 5
+    vary_max_ratio: float = 1.5
 
     def __post_init__(self) -> None:
+        if not isinstance(self.vary, bool):
+            raise ConfigError(f"psf.vary: expected true or false, got {self.vary!r}")
+        check_int("psf.vary_min_stars", self.vary_min_stars)
+        check_range("psf.vary_min_stars", self.vary_min_stars, low=3, high=10000)
+        check_range("psf.vary_max_ratio", self.vary_max_ratio, low=1.0, high=5.0)
         check_range("psf.fwhm", self.fwhm, low=0.3, high=200.0, allow_none=True)
         check_range("psf.beta", self.beta, low=1.01, high=100.0)
         check_range("psf.estimate_min_snr", self.estimate_min_snr, low=5.0)

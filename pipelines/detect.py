@@ -35,7 +35,7 @@ from moe_imaging.experts.streak import streak_prior_from_header
 from moe_imaging.psf import PSF, airy_psf, estimate_psf, moffat_psf, psf_from_image
 
 from .config import DetectionConfig, MicroscopyConfig
-from .execute import SourceMasking, compute_background, run_tiles
+from .execute import LocalPSF, SourceMasking, compute_background, run_tiles
 from .io import Exposure, open_exposure, read_psf_image
 from .io_tiff import TIFF_SUFFIXES, Optics, TiffExposure, open_tiff
 from .tiling import halo_for, make_tiles
@@ -231,9 +231,15 @@ def detect_image(
         psf = choose_psf(exposure, background, config, psf_file=psf_file)
         experts = [make_expert(name, _expert_config(name, config, exposure)) for name in config.experts]
         threshold = config.point.detection_threshold(psf)
+    local = None
     halo = halo_for(psf, experts)
+    if mode == "survey" and config.psf.vary:
+        # each tile may get its own PSF, up to vary_max_ratio times wider: size the halo for that
+        local = LocalPSF(config.psf.estimate_min_snr, config.psf.vary_min_stars, config.psf.vary_max_ratio)
+        widest = moffat_psf(psf.fwhm * config.psf.vary_max_ratio, beta=psf.beta or config.psf.beta)
+        halo = max(halo, halo_for(widest, experts))
     tiles = make_tiles(exposure.shape, size, halo)
-    per_expert = run_tiles(exposure, tiles, psf, background, experts, progress=progress, **sched)
+    per_expert = run_tiles(exposure, tiles, psf, background, experts, progress=progress, local=local, **sched)
     if len(per_expert) == 1:
         table = next(iter(per_expert.values()))
     else:

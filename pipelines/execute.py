@@ -35,13 +35,13 @@ from moe_imaging.background import (
     source_mask,
 )
 from moe_imaging.flags import MaskBit
-from moe_imaging.psf import PSF
+from moe_imaging.psf import PSF, local_psf
 from moe_imaging.tile import Tile
 
 from .io import Exposure
 from .tiling import TileSpec
 
-__all__ = ["SourceMasking", "compute_background", "run_tiles", "process_tile", "read_tile"]
+__all__ = ["SourceMasking", "LocalPSF", "compute_background", "run_tiles", "process_tile", "read_tile"]
 
 
 def _compute(tasks: list, *, scheduler: str, workers: int | None, progress: bool, client=None) -> list:
@@ -174,19 +174,41 @@ def read_tile(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class LocalPSF:
+    """Per-tile PSFs from each tile's own stars (:func:`moe_imaging.psf.local_psf`)."""
+
+    min_snr: float = 30.0
+    min_stars: int = 5
+    max_ratio: float = 1.5
+
+
 def process_tile(
     exposure: Exposure,
     spec: TileSpec,
     psf: PSF,
     background: BackgroundModel,
     experts: Sequence[object],
+    local: LocalPSF | None = None,
 ) -> dict[str, Table]:
-    """One Dask task: read the tile, run every expert, return each one's owned candidates."""
+    """One Dask task: read the tile, run every expert, return each one's owned candidates.
+
+    With ``local`` the tile's PSF is estimated from its own stars (else the
+    global ``psf``); every row records the FWHM it was detected with in
+    ``psf_fwhm``.
+    """
     tile = read_tile(exposure, spec, psf, background)
+    if local is not None:
+        tile_psf = local_psf(
+            tile.image, np.sqrt(tile.variance), psf, mask=tile.mask, min_snr=local.min_snr,
+            min_stars=local.min_stars, max_ratio=local.max_ratio,
+        )
+        tile = dataclasses.replace(tile, psf=tile_psf)
     out = {}
     for expert in experts:
         table = expert.propose(tile)
         table.meta.clear()
+        table["psf_fwhm"] = np.full(len(table), tile.psf.fwhm)
         out[expert.name] = table
     return out
 
@@ -212,6 +234,7 @@ def run_tiles(
     workers: int | None = None,
     progress: bool = False,
     client=None,
+    local: LocalPSF | None = None,
 ) -> dict[str, Table]:
     """Run :func:`process_tile` on every tile (one Dask task each) and stitch.
 
@@ -228,7 +251,7 @@ def run_tiles(
         Each expert's candidates over the whole image.
     """
     tasks = [
-        dask.delayed(process_tile, pure=True)(exposure, spec, psf, background, experts) for spec in tiles
+        dask.delayed(process_tile, pure=True)(exposure, spec, psf, background, experts, local) for spec in tiles
     ]
     results = _compute(tasks, scheduler=scheduler, workers=workers, progress=progress, client=client)
     out = {}

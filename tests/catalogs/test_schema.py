@@ -25,7 +25,7 @@ from moe_imaging.errors import MoeImagingError
 EXPECTED = [
     "source_id", "x", "y", "x_peak", "y_peak", "ra", "dec", "flux", "flux_err", "snr",
     "det_snr", "mag", "mag_err", "a", "b", "theta", "sharpness", "roundness",
-    "background", "noise", "kind", "subtype", "expert", "flags",
+    "background", "noise", "psf_fwhm", "kind", "subtype", "expert", "flags",
 ]
 
 
