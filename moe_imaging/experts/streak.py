@@ -14,26 +14,35 @@ lengths, coarse to fine:
    Lengths are a few multiples of the FWHM (or the length expected from the
    header, see :func:`streak_prior_from_header`); the angle step keeps the
    segment's ends within a fraction of the FWHM of the true line.
-2. **Streak, not point.**  Each segment is split into halves and the
-   statistic is ``sqrt(2) * min(nu_first_half, nu_second_half)``: a streak
-   fills both halves, a bright point source near a segment fills one, so a
-   star does not leave a "halo" of false streaks.  A pixel is a streak seed
-   when this statistic exceeds the threshold (from the Euler characteristic
-   of the filtered noise, with the look-elsewhere factor of all filters) *and*
-   exceeds ``line_over_point`` times the point-source significance there: the
-   likelihood-ratio test of "segment" against "point" (for a point source the
-   ratio is about ``sqrt(1.5 FWHM / l) < 1``; for a streak longer than ``l``
-   it is about its inverse).
-3. **Fine fit.**  Each group of seeds gives a line (weighted principal axis);
-   the angle and offset are refined at full resolution by maximising the
-   line's matched-filter S/N, and the profile along the line (each 1-pixel
-   step a weighted sum across it, with the PSF's line-spread function as the
-   weight) is fitted with the exact model of a PSF-convolved segment,
-   ``A [Phi((s - s0) / sigma) - Phi((s - s1) / sigma)]``.  The end points are
-   ``s0`` and ``s1`` (the half-maximum points of the trail's ends), the flux
-   ``A (s1 - s0)``.  Collinear fragments (a trail cut by a masked star) are
-   merged before fitting.  A fit shorter than ``min_length_fwhm`` FWHM, or
-   weaker than the threshold, is not a streak.
+2. **Streak, not point.**  Each segment is split into ``n_parts`` (4) parts
+   and the statistic is ``sqrt(n) * min(part significances)``: a trail fills
+   every part, while a bright star near a segment, or two sources a segment
+   happens to join, fill at most two.  A pixel is a seed when the statistic
+   exceeds the threshold (Euler characteristic of the filtered noise, with
+   the look-elsewhere factor of all filters) *and* ``line_over_point`` times
+   the point-source significance there -- the likelihood-ratio test of
+   "segment" against "point" (about ``sqrt(1.5 FWHM / l) < 1`` for a point
+   source, its inverse for a trail longer than ``l``).  Seeds are grouped by
+   connectivity within bins of their best angle; the segment statistic
+   *across* a group's best line must be well below the one along it
+   (``min_anisotropy``: a blob or a star's wings look alike in every
+   direction).  Collinear groups are joined.
+3. **Cheap look, then the fit.**  A one-dimensional fit of the profile along
+   the seed line rejects most non-trails cheaply; the rest get the maximum-
+   likelihood fit of a PSF-convolved segment to the pixels around the line,
+   ``A LSF(t - t0) [C(s - s0) - C(s - s1)]`` with the PSF's line-spread
+   function ``LSF`` and its integral ``C`` (so the ends ``s0, s1`` are the
+   trail's half-maximum points), robust to sources on the trail (soft-L1
+   loss, then point-like residuals masked and the fit repeated).  The ends
+   come from a global search for the stretch of highest S/N along the
+   fitted line, refined locally; the window grows while an end runs into
+   it.  A fit is a trail when it is at least ``min_length_fwhm`` FWHM long,
+   significant, uniform along its length (``fill``, no empty ``gap``), as
+   wide as the PSF across (``width``) and standing out from a local
+   background plane (``contrast``: not the edge of a galaxy).
+4. **Masks.**  Saturated stars (grown by their size) and pixels sharper than
+   the PSF allows (cosmic rays, hot pixels) are left out of the search and
+   of the fits: their lines are the artifact expert's.
 
 Tiles and stitching
 -------------------
@@ -54,7 +63,7 @@ import math
 
 import numpy as np
 from astropy.table import Table
-from scipy import ndimage, optimize, signal, special
+from scipy import ndimage, optimize, signal
 
 from ..config import Config, check_int, check_range
 from ..detection import threshold_for_false_rate
