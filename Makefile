@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := demo
 WORKERS ?=
 
-.PHONY: demo test bench bench-tests venv clean
+.PHONY: demo test bench bench-experts bench-tests venv clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,14 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_memory.py --size 16384
 	$(BIN)/python benchmarks/bench_microscopy.py
 	$(BIN)/python benchmarks/bench_experts.py
+	$(BIN)/python benchmarks/bench_learned.py
+
+# issue 3's benchmark: every expert alone, their union and the peers (SEP, photutils,
+# scikit-image) on fresh simulated survey and microscopy fields, and the learned expert
+bench-experts: $(STAMP)
+	$(BIN)/python benchmarks/bench_experts.py
+	$(BIN)/python benchmarks/bench_microscopy.py
+	$(BIN)/python benchmarks/bench_learned.py
 
 bench-tests: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q tests/benchmarks

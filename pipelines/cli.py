@@ -6,6 +6,7 @@
                              [--psf FILE | --psf-fwhm PX] [--threshold SIGMA]
     moe-imaging simulate survey --size 4096 --seed 1 --out DIR
     moe-imaging simulate microscopy --size 1024 --seed 1 --out DIR
+    moe-imaging train learned [--seed 1] [--out moe_imaging/models/learned_v1.pt] [--device cpu]
 
 Expected faults (bad input, bad configuration) print one line,
 ``moe-imaging: error: FILE: cause``, and exit with status 2; no traceback.
@@ -62,11 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--seed", type=int, default=1)
     sv.add_argument("--fwhm", type=float, default=3.0, help="PSF FWHM in pixels")
     sv.add_argument("--psf-model", choices=("moffat", "kolmogorov"), default="moffat")
+    sv.add_argument("--streaks", type=float, default=None, help="trails (fast movers) per Mpix (default 1)")
     sv.add_argument("--out", required=True, help="output folder")
     mc = simsub.add_parser("microscopy", help="a fluorescence image of nuclei (OME-TIFF) with a label mask and truth")
     mc.add_argument("--size", type=int, default=1024, help="image side in pixels")
     mc.add_argument("--seed", type=int, default=1)
     mc.add_argument("--out", required=True, help="output folder")
+
+    tr = sub.add_parser("train", help="train a learned model from simulations (reproducible from a seed)")
+    trsub = tr.add_subparsers(dest="kind", required=True)
+    tl = trsub.add_parser("learned", help="the learned expert's CNN; writes the weights and MODEL_CARD.md next to them")
+    tl.add_argument("--seed", type=int, default=None, help="random seed (default 1: the shipped weights)")
+    tl.add_argument("--out", default=None, help="weights file (default: the shipped moe_imaging/models/learned_v1.pt)")
+    tl.add_argument("--device", default="cpu", help="torch device for training (default cpu)")
+    tl.add_argument("--epochs", type=int, default=None, help="passes over the training stamps (default 12)")
+    tl.add_argument("--train-fields", type=int, default=None, help="simulated training fields (default 48)")
+    tl.add_argument("--field-size", type=int, default=None, help="side of each simulated field in pixels (default 512)")
+    tl.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
 
 
@@ -135,7 +148,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     from .io import write_exposure
 
-    cfg = SurveySimConfig(size=args.size, seed=args.seed, fwhm_px=args.fwhm, psf_model=args.psf_model)
+    extra = {} if args.streaks is None else {"n_streaks": args.streaks * 1024**2 / 1e6}
+    cfg = SurveySimConfig(size=args.size, seed=args.seed, fwhm_px=args.fwhm, psf_model=args.psf_model, **extra)
     t0 = time.perf_counter()
     sim = simulate_survey(cfg)
     out = Path(args.out)
@@ -181,6 +195,31 @@ def _cmd_simulate_microscopy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from moe_imaging.learned.model import DEFAULT_WEIGHTS
+    from moe_imaging.learned.train import TrainConfig, train_learned
+
+    changes = {
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "n_train_fields": args.train_fields,
+        "field_size": args.field_size,
+    }
+    cfg = TrainConfig.from_mapping({k: v for k, v in changes.items() if v is not None})
+    out = Path(args.out) if args.out else DEFAULT_WEIGHTS
+    if out.suffix != ".pt":
+        from moe_imaging.errors import InputError
+
+        raise InputError(str(out), "the weights file must end in .pt")
+    log = None if args.quiet else (lambda msg: print(msg, flush=True))
+    _, metrics = train_learned(cfg, out=out, device=args.device, log=log)
+    if not args.quiet:
+        t = metrics["test"]
+        print(f"held-out accuracy {t['accuracy']:.3f} (balanced {t['balanced_accuracy']:.3f}) in "
+              f"{metrics['time_total_s']:.0f} s; weights: {out}; model card: {out.with_name('MODEL_CARD.md')}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``moe-imaging`` console script."""
     parser = build_parser()
@@ -191,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_detect(args)
         if args.command == "simulate":
             return _cmd_simulate(args)
+        if args.command == "train":
+            return _cmd_train(args)
     except MoeImagingError as exc:
         print(f"moe-imaging: error: {exc}", file=sys.stderr)
         return _EXIT_ERROR

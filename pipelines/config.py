@@ -28,6 +28,7 @@ from moe_imaging.config import Config, check_choice, check_int, check_range
 from moe_imaging.errors import ConfigError
 from moe_imaging.experts.artifact import ArtifactExpertConfig
 from moe_imaging.experts.extended import ExtendedExpertConfig
+from moe_imaging.experts.learned import LearnedExpertConfig
 from moe_imaging.experts.point import PointExpertConfig
 from moe_imaging.experts.streak import StreakExpertConfig
 from moe_imaging.psf import KOLMOGOROV_MOFFAT_BETA
@@ -162,11 +163,12 @@ class DetectionConfig(Config):
     extended: ExtendedExpertConfig = ExtendedExpertConfig()
     artifact: ArtifactExpertConfig = ArtifactExpertConfig()
     streak: StreakExpertConfig = StreakExpertConfig()
+    learned: LearnedExpertConfig = LearnedExpertConfig()
     tiling: TilingConfig = TilingConfig()
     microscopy: MicroscopyConfig = MicroscopyConfig()
 
     def __post_init__(self) -> None:
-        known = ("point", "extended", "artifact", "streak")
+        known = ("point", "extended", "artifact", "streak", "learned")
         names = tuple(self.experts)
         if not names or any(n not in known for n in names) or len(set(names)) != len(names):
             raise ConfigError(f"experts: survey experts are chosen from {list(known)}, got {list(names)}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from .artifact import ArtifactExpert, ArtifactExpertConfig, find_artifacts
 from .extended import ExtendedExpert, ExtendedExpertConfig, find_extended
 from .base import CANDIDATE_COLUMNS, KINDS, REGISTRY, Expert, empty_candidates, make_expert, register
+from .learned import LEARNED_COLUMNS, LearnedExpert, LearnedExpertConfig, learned_evidence
 from .nucleus import NucleusExpert, NucleusExpertConfig, find_nuclei
 from .point import PointExpert, PointExpertConfig, find_point_sources, score_point_sources
 from .streak import StreakExpert, StreakExpertConfig, find_streaks, stitch_streaks
@@ -27,6 +28,10 @@ __all__ = [
     "empty_candidates",
     "make_expert",
     "register",
+    "LEARNED_COLUMNS",
+    "LearnedExpert",
+    "LearnedExpertConfig",
+    "learned_evidence",
     "NucleusExpert",
     "NucleusExpertConfig",
     "find_nuclei",
