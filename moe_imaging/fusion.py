@@ -45,8 +45,9 @@ def _on_trail(candidates, names, rows, xs, ys, radius: float):
     """Pairs ``(streak row, other row)`` for point/extended candidates lying on a trail.
 
     A trail's light also triggers the point and extended experts all along
-    it.  A candidate within ``radius`` of the segment (and of its ends) is
-    the trail, unless it is more than 3 times brighter than the trail's own
+    it.  A candidate within ``radius`` of the segment (and of its ends; plus
+    twice its semi-minor axis for a segment of the extended expert, whose
+    centroid a blend can pull off the line) is the trail, unless it is more than 3 times brighter than the trail's own
     light over the candidate would be (``line_flux`` times the ``1.5 radius``
     a point filter integrates along a line, plus ``4 a`` for a segment of the
     extended expert): then it is a source the trail happens to cross.
@@ -60,12 +61,15 @@ def _on_trail(candidates, names, rows, xs, ys, radius: float):
     tree = cKDTree(np.column_stack([ys[others], xs[others]]))
     flux = np.full(len(rows), np.nan)
     size = np.zeros(len(rows))  # extent along the trail, beyond the PSF's
+    across = np.zeros(len(rows))  # half-width across it, beyond the PSF's
     for k, (e, i) in enumerate(rows):
         if names[e] not in ("streak", "artifact"):
             table = candidates[names[e]]
             flux[k] = float(table["flux"][i])
             if "a" in table.colnames and np.isfinite(table["a"][i]):
                 size[k] = 4.0 * float(table["a"][i])
+            if "b" in table.colnames and np.isfinite(table["b"][i]):
+                across[k] = 2.0 * float(table["b"][i])
     pairs = []
     for i in range(len(streak)):
         x0, y0, x1, y1 = (float(streak[c][i]) for c in ("x0", "y0", "x1", "y1"))
@@ -81,7 +85,7 @@ def _on_trail(candidates, names, rows, xs, ys, radius: float):
         t = np.abs(-dx * uy + dy * ux)
         line_flux = float(streak["line_flux"][i]) if "line_flux" in streak.colnames else np.inf
         bright = flux[near] > 3.0 * (1.5 * radius + size[near]) * line_flux
-        on = (t <= radius) & (s >= -radius) & (s <= length + radius) & ~bright
+        on = (t <= radius + across[near]) & (s >= -radius) & (s <= length + radius) & ~bright
         pairs.extend((base + i, int(k)) for k in near[on])
     return pairs
 
