@@ -67,7 +67,9 @@ def score_streaks(cat: Table | None, x, y, kind, truth: Table) -> dict:
     trails = truth[kinds == "streak"]
     # detections of a real object lying on a trail are not fragments of it
     others = kinds != "streak"
-    radius = np.maximum(2.0, np.nan_to_num(np.asarray(truth["hlr"], float)[others]))
+    # (a galaxy's half-light radius; a cosmic ray's track half-length)
+    radius = np.maximum.reduce([np.full(others.sum(), 2.0), np.nan_to_num(np.asarray(truth["hlr"], float)[others]),
+                                1.5 + 0.5 * np.asarray(truth["npix"], float)[others]])
     if len(x) and others.any():
         d, j = cKDTree(np.column_stack([np.asarray(truth["x"])[others], np.asarray(truth["y"])[others]])).query(
             np.column_stack([x, y]))

@@ -50,8 +50,10 @@ def _on_trail(candidates, names, rows, xs, ys, radius: float):
     centroid a blend can pull off the line) is the trail, unless it is more than 3 times brighter than the trail's own
     light over the candidate would be (``line_flux`` times the ``1.5 radius``
     a point filter integrates along a line, plus ``4 a`` for a segment of the
-    extended expert): then it is a source the trail happens to cross.
-    Artifacts never join a trail.
+    extended expert): then it is a source the trail happens to cross -- unless
+    it is a segment elongated along the trail (``b < a / 2``, axis within
+    15 deg), which is a piece of the trail however bright.  Artifacts never
+    join a trail.
     """
     streak = candidates["streak"]
     base = next(k for k, (e, _) in enumerate(rows) if names[e] == "streak")  # rows are grouped by expert
@@ -62,6 +64,7 @@ def _on_trail(candidates, names, rows, xs, ys, radius: float):
     flux = np.full(len(rows), np.nan)
     size = np.zeros(len(rows))  # extent along the trail, beyond the PSF's
     across = np.zeros(len(rows))  # half-width across it, beyond the PSF's
+    theta = np.full(len(rows), np.nan)  # major-axis angle of elongated segments (deg)
     for k, (e, i) in enumerate(rows):
         if names[e] not in ("streak", "artifact"):
             table = candidates[names[e]]
@@ -70,6 +73,9 @@ def _on_trail(candidates, names, rows, xs, ys, radius: float):
                 size[k] = 4.0 * float(table["a"][i])
             if "b" in table.colnames and np.isfinite(table["b"][i]):
                 across[k] = 2.0 * float(table["b"][i])
+                a_k = float(table["a"][i]) if "a" in table.colnames else np.nan
+                if "theta" in table.colnames and a_k > 0 and table["b"][i] < 0.5 * a_k:
+                    theta[k] = float(table["theta"][i])
     pairs = []
     for i in range(len(streak)):
         x0, y0, x1, y1 = (float(streak[c][i]) for c in ("x0", "y0", "x1", "y1"))
@@ -85,6 +91,10 @@ def _on_trail(candidates, names, rows, xs, ys, radius: float):
         t = np.abs(-dx * uy + dy * ux)
         line_flux = float(streak["line_flux"][i]) if "line_flux" in streak.colnames else np.inf
         bright = flux[near] > 3.0 * (1.5 * radius + size[near]) * line_flux
+        # an elongated segment lying along the trail is a piece of it, however bright
+        trail_deg = math.degrees(math.atan2(uy, ux))
+        aligned = np.abs((theta[near] - trail_deg + 90.0) % 180.0 - 90.0) < 15.0
+        bright &= ~aligned
         on = (t <= radius + across[near]) & (s >= -radius) & (s <= length + radius) & ~bright
         pairs.extend((base + i, int(k)) for k in near[on])
     return pairs
