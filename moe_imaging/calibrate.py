@@ -1,0 +1,1127 @@
+"""Calibration of confidences and certified triage of automatic decisions.
+
+Two questions are answered here, both with plain statistics on a held-out
+*calibration* set (never the training set):
+
+1. **Are the confidences honest?**  :func:`fit_temperature` rescales the
+   logits of a multi-class head (temperature scaling, Guo et al. 2017);
+   :func:`fit_isotonic` maps a binary confidence monotonically onto the
+   observed accuracy (pool-adjacent-violators); :func:`expected_calibration_error`
+   and :func:`reliability_table` measure what is left.
+
+2. **Which decisions may be taken without a human?**  :func:`fit_triage`
+   chooses a confidence threshold ``tau`` such that, among new items with
+   ``score >= tau`` (decided automatically), the error rate is at most the
+   risk ``alpha`` with probability at least ``1 - delta``.  Everything else
+   goes to review.  :func:`fit_stratified_triage` does this per stratum
+   (PSF-size bin, observation mode, survey vs microscopy), and
+   :meth:`StratifiedTriage.decide` says in words why each item was or was not
+   decided automatically.
+
+The guarantee and its assumptions
+---------------------------------
+The threshold is chosen by *Learn then Test* (Angelopoulos et al. 2021,
+arXiv:2110.01052) with fixed-sequence testing.  For each candidate
+threshold ``tau`` the null hypothesis ``H0(tau): risk(tau) > alpha`` (risk =
+probability that an automatically decided item is wrong) is tested with the
+exact binomial p-value ``P[Binomial(n(tau), alpha) <= k(tau)]``, where
+``n(tau)`` items of the calibration set have ``score >= tau`` and ``k(tau)`` of
+them are errors.  The candidates are tested from the strictest downwards; the
+scan stops at the first hypothesis not rejected at level ``delta``, which
+controls the family-wise error rate at ``delta`` without any multiplicity
+correction.  The lowest rejected threshold is returned.
+
+The statement ``P[risk(tau_hat) <= alpha] >= 1 - delta`` holds under these
+assumptions, which the caller must check:
+
+* **Exchangeability.**  Calibration items and future items of one stratum
+  are exchangeable (e.g. i.i.d. draws of the same survey conditions).  A
+  change of instrument, depth, PSF regime or sky density is a new stratum
+  and needs new calibration data.
+* **Marginal over calibration draws.**  With probability ``1 - delta`` over
+  the draw of the calibration set, the *expected* error rate of future
+  automatically decided items is ``<= alpha``.  It is not a statement about
+  one particular batch (whose realised error rate fluctuates around the
+  risk), nor about one item, nor conditional on a sub-population that is
+  not a stratum of its own.
+* **Labels from the same distribution.**  ``errors`` must be the truth for
+  the calibration items, obtained the same way for every item.  Items that
+  reached human review are *selected* (low confidence); using only them to
+  refit breaks exchangeability.  Refit from reviewed items only when they are
+  a random sample of all items (e.g. a random audit of automatic decisions
+  as well), otherwise flag the refit as uncertified.
+* **Per stratum.**  Each stratum's threshold carries its own ``1 - delta``
+  guarantee.  For a simultaneous guarantee over all ``m`` strata pass
+  ``simultaneous=True`` (Bonferroni: ``delta / m`` per stratum).
+
+The candidate thresholds are the observed calibration scores.  The scan
+starts at the highest score with at least ``min_auto`` items at or above it
+(see :class:`TriageConfig`: by default a count large enough that an error
+rate of ``alpha / 2`` certifies, so that one early error does not end the
+scan); that starting point depends on the number of items only, never on the
+error labels, and the binomial p-value is exact conditionally on ``n(tau)``, as
+in the selective-classification example of Angelopoulos et al.  The
+repeated-draw test in ``tests/moe_imaging/test_calibrate.py`` checks the
+coverage of the guarantee empirically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import types
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import optimize, special, stats
+
+from .config import Config, check_choice, check_int, check_range
+from .errors import ConfigError
+
+__all__ = [
+    "IsotonicMap",
+    "StratifiedTriage",
+    "TriageConfig",
+    "TriageThreshold",
+    "apply_temperature",
+    "clopper_pearson",
+    "evaluate_triage",
+    "expected_calibration_error",
+    "fit_isotonic",
+    "fit_stratified_triage",
+    "fit_temperature",
+    "fit_triage",
+    "plot_reliability",
+    "reliability_table",
+    "risk_coverage",
+]
+
+
+# ---------------------------------------------------------------------------
+# input checks
+# ---------------------------------------------------------------------------
+
+
+def _as_1d(name: str, values: Any, *, dtype: Any = np.float64) -> np.ndarray:
+    arr = np.asarray(values, dtype=dtype)
+    if arr.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-d array, got shape {arr.shape}")
+    return arr
+
+
+def _as_binary(name: str, values: Any, n: int) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1 or len(arr) != n:
+        raise ValueError(f"{name}: expected a 1-d array of length {n}, got shape {arr.shape}")
+    if arr.dtype != bool:
+        num = np.asarray(arr, dtype=np.float64)
+        if not np.all((num == 0) | (num == 1)):
+            raise ValueError(f"{name}: values must be 0/1 or boolean")
+        arr = num == 1
+    return arr
+
+
+def _check_scores(name: str, values: Any) -> np.ndarray:
+    arr = _as_1d(name, values)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: calibration scores must be finite")
+    return arr
+
+
+# ---------------------------------------------------------------------------
+# temperature scaling
+# ---------------------------------------------------------------------------
+
+
+def _check_logits(logits: Any) -> np.ndarray:
+    arr = np.asarray(logits, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] < 2:
+        raise ValueError(f"logits: expected shape (n, k) with k >= 2, got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("logits: values must be finite")
+    return arr
+
+
+def apply_temperature(logits: Any, temperature: float) -> np.ndarray:
+    """Return ``softmax(logits / temperature)`` along the last axis.
+
+    Parameters
+    ----------
+    logits : array_like, shape (n, k)
+        Unnormalised class scores.
+    temperature : float
+        ``T > 0``; ``T > 1`` softens over-confident probabilities.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, k)
+        Class probabilities (rows sum to one), computed stably.
+    """
+    check_range("temperature", temperature, low=0.0, low_inclusive=False)
+    z = _check_logits(logits) / float(temperature)
+    return special.softmax(z, axis=1)
+
+
+def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    z = logits / temperature
+    logp = z[np.arange(len(labels)), labels] - special.logsumexp(z, axis=1)
+    return float(-np.mean(logp))
+
+
+def fit_temperature(
+    logits: Any,
+    labels: Any,
+    *,
+    bounds: tuple[float, float] = (0.05, 20.0),
+) -> float:
+    """Fit the temperature minimising the negative log-likelihood of ``labels``.
+
+    Parameters
+    ----------
+    logits : array_like, shape (n, k)
+        Logits of the calibration items (from the model, before softmax).
+    labels : array_like of int, shape (n,)
+        True class indices in ``[0, k)``.
+    bounds : (float, float)
+        Search interval of ``T``; the optimisation runs on ``log T``.
+
+    Returns
+    -------
+    float
+        The fitted temperature ``T`` (apply with :func:`apply_temperature`).
+    """
+    z = _check_logits(logits)
+    y = np.asarray(labels)
+    if y.ndim != 1 or len(y) != len(z):
+        raise ValueError(f"labels: expected shape ({len(z)},), got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.asarray(y, dtype=float) == np.round(np.asarray(y, dtype=float))):
+            raise ValueError("labels: expected integer class indices")
+        y = y.astype(np.int64)
+    if len(y) == 0:
+        raise ValueError("labels: no calibration items")
+    if y.min() < 0 or y.max() >= z.shape[1]:
+        raise ValueError(f"labels: class indices must lie in [0, {z.shape[1]})")
+    lo, hi = (float(b) for b in bounds)
+    if not 0 < lo < hi:
+        raise ValueError(f"bounds: expected 0 < low < high, got {bounds}")
+    res = optimize.minimize_scalar(
+        lambda logt: _nll(z, y, math.exp(logt)),
+        bounds=(math.log(lo), math.log(hi)),
+        method="bounded",
+        options={"xatol": 1e-6},
+    )
+    return float(math.exp(res.x))
+
+
+# ---------------------------------------------------------------------------
+# isotonic calibration (pool adjacent violators)
+# ---------------------------------------------------------------------------
+
+
+def _pav(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted non-decreasing least-squares fit of ``y`` (already ordered)."""
+    n = len(y)
+    means = np.empty(n)
+    weights = np.empty(n)
+    sizes = np.empty(n, dtype=np.int64)
+    top = -1
+    for i in range(n):
+        top += 1
+        means[top], weights[top], sizes[top] = y[i], w[i], 1
+        while top > 0 and means[top - 1] > means[top]:
+            wsum = weights[top - 1] + weights[top]
+            means[top - 1] = (means[top - 1] * weights[top - 1] + means[top] * weights[top]) / wsum
+            weights[top - 1] = wsum
+            sizes[top - 1] += sizes[top]
+            top -= 1
+    return np.repeat(means[: top + 1], sizes[: top + 1])
+
+
+@dataclasses.dataclass(frozen=True)
+class IsotonicMap:
+    """A monotone non-decreasing map from a raw confidence to a calibrated one.
+
+    Between the knots the map interpolates linearly; outside them it is
+    constant (the first and last fitted values).
+
+    Attributes
+    ----------
+    x : tuple of float
+        Increasing knot positions (distinct raw confidences).
+    y : tuple of float
+        Non-decreasing calibrated values at the knots, in ``[0, 1]``.
+    """
+
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        x = np.asarray(self.x, dtype=np.float64)
+        y = np.asarray(self.y, dtype=np.float64)
+        if x.ndim != 1 or x.shape != y.shape or len(x) == 0:
+            raise ValueError("IsotonicMap: x and y must be non-empty 1-d sequences of one length")
+        if np.any(np.diff(x) <= 0):
+            raise ValueError("IsotonicMap: x must be strictly increasing")
+        if np.any(np.diff(y) < 0):
+            raise ValueError("IsotonicMap: y must be non-decreasing")
+        object.__setattr__(self, "x", tuple(float(v) for v in x))
+        object.__setattr__(self, "y", tuple(float(v) for v in y))
+
+    def __call__(self, confidence: Any) -> np.ndarray:
+        """Return the calibrated confidence for raw ``confidence`` (any shape)."""
+        c = np.asarray(confidence, dtype=np.float64)
+        return np.interp(c, np.asarray(self.x), np.asarray(self.y))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable description."""
+        return {"kind": "isotonic", "x": list(self.x), "y": list(self.y)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> IsotonicMap:
+        """Rebuild a map written by :meth:`to_dict`."""
+        if data.get("kind", "isotonic") != "isotonic":
+            raise ValueError(f"IsotonicMap.from_dict: not an isotonic map (kind={data.get('kind')!r})")
+        return cls(x=tuple(data["x"]), y=tuple(data["y"]))
+
+
+def fit_isotonic(confidence: Any, correct: Any, *, sample_weight: Any = None) -> IsotonicMap:
+    """Fit a monotone map from ``confidence`` to the probability of being correct.
+
+    Pool-adjacent-violators on the items sorted by confidence (items of equal
+    confidence are pooled first), i.e. the weighted least-squares
+    non-decreasing fit of ``correct`` against ``confidence``.
+
+    Parameters
+    ----------
+    confidence : array_like, shape (n,)
+        Raw confidences (any monotone score).
+    correct : array_like of bool or 0/1, shape (n,)
+        Whether each decision was correct.
+    sample_weight : array_like, shape (n,), optional
+        Non-negative weights (default one each).
+
+    Returns
+    -------
+    IsotonicMap
+    """
+    c = _check_scores("confidence", confidence)
+    if len(c) == 0:
+        raise ValueError("confidence: no calibration items")
+    y = _as_binary("correct", correct, len(c)).astype(np.float64)
+    w = np.ones_like(c) if sample_weight is None else _as_1d("sample_weight", sample_weight)
+    if len(w) != len(c) or np.any(w < 0) or not np.all(np.isfinite(w)) or w.sum() <= 0:
+        raise ValueError("sample_weight: expected finite non-negative weights, one per item, not all zero")
+    keep = w > 0
+    c, y, w = c[keep], y[keep], w[keep]
+    xs, inverse = np.unique(c, return_inverse=True)
+    wsum = np.bincount(inverse, weights=w)
+    ymean = np.bincount(inverse, weights=w * y) / wsum
+    fitted = np.clip(_pav(ymean, wsum), 0.0, 1.0)
+    return IsotonicMap(x=tuple(xs), y=tuple(fitted))
+
+
+# ---------------------------------------------------------------------------
+# calibration error
+# ---------------------------------------------------------------------------
+
+
+def _bin_edges(c: np.ndarray, n_bins: int, strategy: str) -> np.ndarray:
+    check_int("n_bins", n_bins)
+    check_range("n_bins", n_bins, low=1, high=10_000)
+    check_choice("strategy", strategy, ("uniform", "quantile"))
+    if strategy == "uniform":
+        return np.linspace(0.0, 1.0, n_bins + 1)
+    edges = np.quantile(c, np.linspace(0.0, 1.0, n_bins + 1))
+    edges[0], edges[-1] = min(edges[0], 0.0), max(edges[-1], 1.0)
+    return np.unique(edges)
+
+
+def _binned(confidence: Any, correct: Any, n_bins: int, strategy: str):
+    c = _check_scores("confidence", confidence)
+    if len(c) == 0:
+        raise ValueError("confidence: no items")
+    if np.any((c < 0) | (c > 1)):
+        raise ValueError("confidence: values must lie in [0, 1]")
+    y = _as_binary("correct", correct, len(c)).astype(np.float64)
+    edges = _bin_edges(c, n_bins, strategy)
+    nb = len(edges) - 1
+    # bins are (low, high], the first one [0, high]
+    idx = np.clip(np.searchsorted(edges, c, side="left") - 1, 0, nb - 1)
+    counts = np.bincount(idx, minlength=nb)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        conf = np.bincount(idx, weights=c, minlength=nb) / counts
+        acc = np.bincount(idx, weights=y, minlength=nb) / counts
+    return edges, conf, acc, counts
+
+
+def expected_calibration_error(
+    confidence: Any,
+    correct: Any,
+    n_bins: int = 15,
+    strategy: str = "uniform",
+) -> float:
+    """Expected calibration error: ``sum_b (n_b / n) |accuracy_b - confidence_b|``.
+
+    Parameters
+    ----------
+    confidence : array_like, shape (n,)
+        Predicted probability that the decision is correct, in ``[0, 1]``.
+    correct : array_like of bool or 0/1, shape (n,)
+        Whether the decision was correct.
+    n_bins : int
+        Number of bins.
+    strategy : {"uniform", "quantile"}
+        Equal-width bins on ``[0, 1]`` or bins holding equal numbers of items.
+
+    Returns
+    -------
+    float
+        The ECE, in ``[0, 1]``.  It is biased upwards for small samples
+        (about ``sqrt(n_bins / n)``).
+    """
+    _, conf, acc, counts = _binned(confidence, correct, n_bins, strategy)
+    full = counts > 0
+    return float(np.sum(counts[full] * np.abs(acc[full] - conf[full])) / counts.sum())
+
+
+def reliability_table(
+    confidence: Any,
+    correct: Any,
+    n_bins: int = 15,
+    strategy: str = "uniform",
+):
+    """Per-bin mean confidence and accuracy (the data of a reliability diagram).
+
+    Parameters
+    ----------
+    confidence, correct, n_bins, strategy
+        As for :func:`expected_calibration_error`.
+
+    Returns
+    -------
+    astropy.table.Table
+        Columns ``bin_low``, ``bin_high``, ``mean_confidence``, ``accuracy``
+        (NaN for empty bins) and ``count``; ``meta["ece"]`` holds the ECE.
+    """
+    from astropy.table import Table
+
+    edges, conf, acc, counts = _binned(confidence, correct, n_bins, strategy)
+    full = counts > 0
+    ece = float(np.sum(counts[full] * np.abs(acc[full] - conf[full])) / counts.sum())
+    return Table(
+        {
+            "bin_low": edges[:-1],
+            "bin_high": edges[1:],
+            "mean_confidence": conf,
+            "accuracy": acc,
+            "count": counts.astype(np.int64),
+        },
+        meta={"ece": ece, "strategy": strategy},
+    )
+
+
+def plot_reliability(table: Any, path: str | Path, *, title: str | None = None) -> Path:
+    """Draw a reliability diagram of a :func:`reliability_table` and save it.
+
+    Parameters
+    ----------
+    table : astropy.table.Table or mapping of arrays
+        With ``bin_low``, ``bin_high``, ``mean_confidence``, ``accuracy`` and
+        ``count``.
+    path : str or pathlib.Path
+        Output image; the format follows the suffix (``.png``, ``.pdf``).
+    title : str, optional
+        Plot title (default: the ECE when ``table.meta`` has it).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    ImportError
+        When matplotlib is not installed (it is not a dependency of moe-imaging).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "plot_reliability needs matplotlib, which is not a dependency of moe-imaging; "
+            "install it (pip install matplotlib) or plot the reliability_table yourself"
+        ) from exc
+    lo = np.asarray(table["bin_low"], dtype=float)
+    hi = np.asarray(table["bin_high"], dtype=float)
+    conf = np.asarray(table["mean_confidence"], dtype=float)
+    acc = np.asarray(table["accuracy"], dtype=float)
+    counts = np.asarray(table["count"], dtype=float)
+    meta = getattr(table, "meta", {}) or {}
+    fig, (ax, axc) = plt.subplots(2, 1, figsize=(4.5, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    full = counts > 0
+    ax.bar(lo[full], acc[full], width=(hi - lo)[full], align="edge", edgecolor="k", alpha=0.7, label="accuracy")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax.plot(conf[full], acc[full], "o", color="C3", ms=3, label="mean confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left", fontsize=8)
+    if title is None and "ece" in meta:
+        title = f"ECE = {meta['ece']:.3f}"
+    if title:
+        ax.set_title(title)
+    axc.bar(lo, counts, width=hi - lo, align="edge", edgecolor="k", color="0.6")
+    axc.set_xlabel("confidence")
+    axc.set_ylabel("count")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------
+# binomial bounds
+# ---------------------------------------------------------------------------
+
+
+def clopper_pearson(
+    k: int,
+    n: int,
+    confidence: float = 0.95,
+    *,
+    sided: str = "two",
+) -> tuple[float, float]:
+    """Exact (Clopper–Pearson) confidence interval of a binomial proportion.
+
+    Parameters
+    ----------
+    k : int
+        Number of successes (here: errors), ``0 <= k <= n``.
+    n : int
+        Number of trials.
+    confidence : float
+        Confidence level in ``(0, 1)``.
+    sided : {"two", "upper", "lower"}
+        ``"two"``: equal-tailed interval; ``"upper"``: ``(0, high)`` with all
+        of ``1 - confidence`` in the upper tail (e.g. ``k=0, n=100, 0.95`` gives
+        ``high = 1 - 0.05**(1/100) = 0.0295``, whereas the two-sided interval
+        has ``high = 0.0362``); ``"lower"``: ``(low, 1)``.
+
+    Returns
+    -------
+    (float, float)
+        ``(low, high)``; ``(0, 1)`` when ``n == 0``.
+    """
+    check_int("k", int(k) if isinstance(k, np.integer) else k)
+    check_int("n", int(n) if isinstance(n, np.integer) else n)
+    k, n = int(k), int(n)
+    check_range("n", n, low=0)
+    check_range("k", k, low=0, high=n)
+    check_range("confidence", confidence, low=0.0, high=1.0, low_inclusive=False)
+    if not confidence < 1:
+        raise ConfigError(f"confidence: must be < 1, got {confidence}")
+    check_choice("sided", sided, ("two", "upper", "lower"))
+    if n == 0:
+        return 0.0, 1.0
+    tail = (1.0 - confidence) / 2.0 if sided == "two" else 1.0 - confidence
+    low = 0.0 if k == 0 or sided == "upper" else float(stats.beta.ppf(tail, k, n - k + 1))
+    high = 1.0 if k == n or sided == "lower" else float(stats.beta.ppf(1.0 - tail, k + 1, n - k))
+    return low, high
+
+
+# ---------------------------------------------------------------------------
+# certified triage
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TriageConfig(Config):
+    """Options of certified triage.
+
+    Attributes
+    ----------
+    alpha : float
+        Risk: the largest tolerated error rate among automatically decided items.
+    delta : float
+        Allowed probability (over the calibration draw) that the certified
+        threshold nevertheless has risk above ``alpha``.
+    min_auto : int or None
+        Fewest calibration items at or above a candidate threshold for it to
+        be tested: the fixed sequence starts at the ``min_auto``-th highest
+        score.  ``None`` (default): the smallest count from which on an
+        observed error rate of ``alpha / 2`` would still certify (1049 for
+        ``alpha=0.01, delta=0.05``; 333 for ``0.02, 0.1``).  Starting stricter
+        (with few items) lets one unlucky early error stop the whole scan;
+        starting here means a certified threshold always auto-decides at
+        least ``min_auto`` calibration items.  The floor is the count at
+        which zero errors certify, ``ceil(log(delta) / log(1 - alpha))``
+        (299 for the defaults).
+    min_count : int
+        Per stratum: fewer calibration items than this and the whole stratum
+        goes to review (its threshold is ``+inf``).
+    simultaneous : bool
+        Per stratum: use ``delta / m`` for ``m`` calibrated strata so that all
+        thresholds hold together with probability ``1 - delta``.
+    """
+
+    alpha: float = 0.01
+    delta: float = 0.05
+    min_auto: int | None = None
+    min_count: int = 50
+    simultaneous: bool = False
+
+    def __post_init__(self) -> None:
+        check_range("alpha", self.alpha, low=0.0, high=1.0, low_inclusive=False)
+        if not self.alpha < 1:
+            raise ConfigError(f"alpha: must be < 1, got {self.alpha}")
+        check_range("delta", self.delta, low=0.0, high=1.0, low_inclusive=False)
+        if not self.delta < 1:
+            raise ConfigError(f"delta: must be < 1, got {self.delta}")
+        check_int("min_auto", self.min_auto, allow_none=True)
+        check_range("min_auto", self.min_auto, low=1, allow_none=True)
+        check_int("min_count", self.min_count)
+        check_range("min_count", self.min_count, low=1)
+        if not isinstance(self.simultaneous, bool):
+            raise ConfigError(f"simultaneous: expected true or false, got {self.simultaneous!r}")
+
+    def effective_min_auto(self, delta: float | None = None) -> int:
+        """``min_auto``, or its default for ``alpha`` and ``delta`` (see the class)."""
+        if self.min_auto is not None:
+            return int(self.min_auto)
+        return _default_min_auto(float(self.alpha), float(self.delta if delta is None else delta))
+
+
+@functools.lru_cache(maxsize=64)
+def _default_min_auto(alpha: float, delta: float) -> int:
+    """Smallest ``n0`` such that ``k = floor(alpha n / 2)`` errors certify for every ``n >= n0``."""
+    z = stats.norm.isf(delta)
+    approx = (z * math.sqrt(alpha * (1 - alpha)) / (alpha / 2)) ** 2
+    top = int(3 * approx) + 1000
+    n = np.arange(1, top + 1)
+    ok = stats.binom.cdf(np.floor(n * alpha / 2), n, alpha) <= delta
+    bad = np.flatnonzero(~ok)
+    if len(bad) == 0:
+        return 1
+    if bad[-1] == top - 1:  # pragma: no cover - the normal approximation is far off
+        return top
+    return int(n[bad[-1] + 1])
+
+
+def _pct(x: float) -> str:
+    return f"{100.0 * x:g}%"
+
+
+def _fmt_pair(a: float, b: float) -> tuple[str, str]:
+    """Format two numbers with the fewest decimals (2..6) that tell them apart."""
+    for digits in range(2, 7):
+        sa, sb = f"{a:.{digits}f}", f"{b:.{digits}f}"
+        if sa != sb:
+            return sa, sb
+    return f"{a:.6g}", f"{b:.6g}"
+
+
+def _float_or_none(x: float) -> float | None:
+    return None if not math.isfinite(x) else float(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class TriageThreshold:
+    """A certified confidence threshold: decide automatically when ``score >= tau``.
+
+    Attributes
+    ----------
+    tau : float
+        The threshold; ``+inf`` when nothing could be certified (all items go
+        to review).
+    alpha, delta : float
+        Risk and confidence of the guarantee (see the module docstring).
+    n_calibration : int
+        Calibration items used.
+    n_auto : int
+        Calibration items with ``score >= tau``.
+    errors_auto : int
+        Errors among them.
+    upper_bound : float
+        One-sided Clopper–Pearson ``1 - delta`` upper bound of the risk at
+        ``tau`` (``<= alpha`` when certified); NaN when ``n_auto == 0``.
+    coverage : float
+        ``n_auto / n_calibration``: the fraction decided automatically on the
+        calibration set.
+    reason : str
+        Why the threshold is ``+inf`` (empty when one was certified).
+    """
+
+    tau: float
+    alpha: float
+    delta: float
+    n_calibration: int
+    n_auto: int
+    errors_auto: int
+    upper_bound: float
+    coverage: float
+    reason: str = ""
+
+    @property
+    def certified(self) -> bool:
+        """Whether a finite threshold was certified."""
+        return math.isfinite(self.tau)
+
+    def decide(
+        self, scores: Any, label: str | None = None, *, noun: str = "threshold"
+    ) -> tuple[np.ndarray, list[str]]:
+        """Split items into automatic decisions and review.
+
+        Parameters
+        ----------
+        scores : array_like, shape (n,)
+            Calibrated confidences of new items (non-finite ones go to review).
+        label : str, optional
+            Name of the stratum, quoted in the reasons.
+        noun : str
+            What the threshold is called in the reasons.
+
+        Returns
+        -------
+        auto : numpy.ndarray of bool, shape (n,)
+            True where the item may be decided automatically.
+        reason : list of str
+            Why, in words, per item.
+        """
+        s = _as_1d("scores", scores)
+        finite = np.isfinite(s)
+        auto = finite & (s >= self.tau)
+        where = f"{label}, " if label is not None else ""
+        context = f"({where}α={_pct(self.alpha)})"
+        reasons: list[str] = []
+        for value, ok, fin in zip(s.tolist(), auto.tolist(), finite.tolist()):
+            if not fin:
+                reasons.append(f"confidence {value} is not finite {context}")
+            elif not self.certified:
+                what = f"stratum {label!r}" if label is not None else "triage"
+                reasons.append(f"{what} has no certified threshold: {self.reason}")
+            else:
+                sv, st = _fmt_pair(value, self.tau)
+                if ok:
+                    reasons.append(f"confidence {sv} at or above the {noun} {st} {context}")
+                else:
+                    reasons.append(f"confidence {sv} below the {noun} {st} {context}")
+        return auto, reasons
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable description (``tau: None`` means ``+inf``)."""
+        out = dataclasses.asdict(self)
+        out["tau"] = _float_or_none(self.tau)
+        out["upper_bound"] = _float_or_none(self.upper_bound)
+        out["kind"] = "triage_threshold"
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TriageThreshold:
+        """Rebuild a threshold written by :meth:`to_dict`."""
+        d = dict(data)
+        d.pop("kind", None)
+        d["tau"] = math.inf if d.get("tau") is None else float(d["tau"])
+        d["upper_bound"] = math.nan if d.get("upper_bound") is None else float(d["upper_bound"])
+        return cls(**d)
+
+
+def _uncertified(n: int, alpha: float, delta: float, reason: str) -> TriageThreshold:
+    return TriageThreshold(
+        tau=math.inf,
+        alpha=alpha,
+        delta=delta,
+        n_calibration=n,
+        n_auto=0,
+        errors_auto=0,
+        upper_bound=math.nan,
+        coverage=0.0,
+        reason=reason,
+    )
+
+
+def _resolve_config(config: TriageConfig | None, **kwargs: Any) -> TriageConfig:
+    if config is None:
+        return TriageConfig(**{k: v for k, v in kwargs.items() if v is not _UNSET})
+    if not isinstance(config, TriageConfig):
+        raise ConfigError(f"config: expected a TriageConfig, got {type(config).__name__}")
+    changes = {k: v for k, v in kwargs.items() if v is not _UNSET}
+    return config.replace(**changes) if changes else config
+
+
+_UNSET: Any = object()
+
+
+def _fit_one(s: np.ndarray, e: np.ndarray, alpha: float, delta: float, min_auto: int) -> TriageThreshold:
+    n = len(s)
+    if n == 0:
+        return _uncertified(0, alpha, delta, "no calibration items")
+    order = np.argsort(-s, kind="stable")
+    ss, ee = s[order], e[order].astype(np.int64)
+    cum_err = np.cumsum(ee)
+    # candidate thresholds: each distinct score; n(tau) counts all ties
+    last_of_tie = np.flatnonzero(np.r_[ss[1:] != ss[:-1], True])
+    n_tau = last_of_tie + 1
+    k_tau = cum_err[last_of_tie]
+    tested = n_tau >= min_auto
+    if not np.any(tested):
+        return _uncertified(
+            n, alpha, delta,
+            f"{n} calibration items, fewer than the {min_auto} needed to certify "
+            f"α={_pct(alpha)} at δ={_pct(delta)}",
+        )
+    cand = np.flatnonzero(tested)
+    pvals = stats.binom.cdf(k_tau[cand], n_tau[cand], alpha)
+    fail = np.flatnonzero(pvals > delta)
+    n_accepted = fail[0] if len(fail) else len(cand)
+    if n_accepted == 0:
+        return _uncertified(
+            n, alpha, delta,
+            f"no threshold certified at α={_pct(alpha)}, δ={_pct(delta)} "
+            f"({n} calibration items; the strictest tested, with {int(n_tau[cand[0]])} items, "
+            f"has {int(k_tau[cand[0]])} errors)",
+        )
+    j = cand[n_accepted - 1]
+    nj, kj = int(n_tau[j]), int(k_tau[j])
+    return TriageThreshold(
+        tau=float(ss[last_of_tie[j]]),
+        alpha=alpha,
+        delta=delta,
+        n_calibration=n,
+        n_auto=nj,
+        errors_auto=kj,
+        upper_bound=clopper_pearson(kj, nj, 1.0 - delta, sided="upper")[1],
+        coverage=nj / n,
+    )
+
+
+def fit_triage(
+    scores: Any,
+    errors: Any,
+    *,
+    alpha: float = _UNSET,
+    delta: float = _UNSET,
+    min_auto: int | None = _UNSET,
+    config: TriageConfig | None = None,
+) -> TriageThreshold:
+    """Certify a confidence threshold by Learn-then-Test with fixed-sequence testing.
+
+    Parameters
+    ----------
+    scores : array_like, shape (n,)
+        Confidence of each calibration item (e.g. the calibrated maximum class
+        probability); larger means more confident.  Must be finite.
+    errors : array_like of bool or 0/1, shape (n,)
+        Whether the automatic decision on the item would be wrong.
+    alpha : float
+        Risk to certify (default 0.01).
+    delta : float
+        Confidence parameter (default 0.05): ``P[risk(tau) <= alpha] >= 1 - delta``.
+    min_auto : int or None
+        See :class:`TriageConfig`.
+    config : TriageConfig, optional
+        Options; explicit keyword arguments override its fields.
+
+    Returns
+    -------
+    TriageThreshold
+        ``tau = +inf`` (everything to review) when no threshold is certified.
+
+    Notes
+    -----
+    Candidate thresholds are the distinct calibration scores, scanned from the
+    highest down; at each, ``p = P[Binomial(n(tau), alpha) <= k(tau)]``.  A
+    threshold is accepted while ``p <= delta``; the first ``p > delta`` stops
+    the scan and the lowest accepted threshold is returned.  See the module
+    docstring for the assumptions of the guarantee.
+    """
+    cfg = _resolve_config(config, alpha=alpha, delta=delta, min_auto=min_auto)
+    s = _check_scores("scores", scores)
+    e = _as_binary("errors", errors, len(s))
+    return _fit_one(s, e, cfg.alpha, cfg.delta, cfg.effective_min_auto())
+
+
+@dataclasses.dataclass(frozen=True)
+class StratifiedTriage:
+    """Certified thresholds, one per stratum.
+
+    Attributes
+    ----------
+    alpha, delta : float
+        Risk and confidence (``delta`` is per stratum unless ``simultaneous``).
+    min_count : int
+        Strata with fewer calibration items go to review entirely.
+    thresholds : mapping of str to TriageThreshold
+        One per stratum seen in calibration, keyed by ``str(label)``.
+    simultaneous : bool
+        Whether ``delta`` was split over the strata (Bonferroni).
+    """
+
+    alpha: float
+    delta: float
+    min_count: int
+    thresholds: Mapping[str, TriageThreshold]
+    simultaneous: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "thresholds", types.MappingProxyType(dict(self.thresholds)))
+
+    @property
+    def uncalibrated(self) -> dict[str, str]:
+        """Strata seen in calibration without a certified threshold, with the reason."""
+        return {k: t.reason for k, t in self.thresholds.items() if not t.certified}
+
+    def decide(self, scores: Any, strata: Any) -> tuple[np.ndarray, list[str]]:
+        """Split new items into automatic decisions and review, by stratum.
+
+        Parameters
+        ----------
+        scores : array_like, shape (n,)
+            Calibrated confidences of the new items.
+        strata : array_like of hashable, shape (n,)
+            Stratum label of each item (compared as ``str(label)``).
+
+        Returns
+        -------
+        auto : numpy.ndarray of bool, shape (n,)
+            True where the item may be decided automatically.
+        reason : list of str
+            Why, in words, per item, e.g. ``"confidence 0.83 below the
+            stratum threshold 0.97 (fwhm 3-4.5 px, α=1%)"`` or ``"stratum
+            'fwhm>9' not calibrated (not seen in calibration)"``.
+        """
+        s = _as_1d("scores", scores)
+        keys = _labels(strata, len(s))
+        auto = np.zeros(len(s), dtype=bool)
+        reasons: list[str] = [""] * len(s)
+        groups: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            groups.setdefault(key, []).append(i)
+        for key, idx_list in groups.items():
+            idx = np.asarray(idx_list, dtype=np.int64)
+            thr = self.thresholds.get(key)
+            if thr is None:
+                for i in idx_list:
+                    reasons[i] = f"stratum {key!r} not calibrated (not seen in calibration)"
+                continue
+            if not thr.certified:
+                for i in idx_list:
+                    reasons[i] = f"stratum {key!r} not calibrated: {thr.reason}"
+                continue
+            a, r = thr.decide(s[idx], label=key, noun="stratum threshold")
+            auto[idx] = a
+            for i, text in zip(idx_list, r):
+                reasons[i] = text
+        return auto, reasons
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable description (to save beside the weights)."""
+        return {
+            "kind": "stratified_triage",
+            "alpha": float(self.alpha),
+            "delta": float(self.delta),
+            "min_count": int(self.min_count),
+            "simultaneous": bool(self.simultaneous),
+            "thresholds": {k: t.to_dict() for k, t in self.thresholds.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StratifiedTriage:
+        """Rebuild a stratified triage written by :meth:`to_dict`."""
+        if data.get("kind", "stratified_triage") != "stratified_triage":
+            raise ValueError(f"StratifiedTriage.from_dict: wrong kind {data.get('kind')!r}")
+        return cls(
+            alpha=float(data["alpha"]),
+            delta=float(data["delta"]),
+            min_count=int(data["min_count"]),
+            simultaneous=bool(data.get("simultaneous", False)),
+            thresholds={str(k): TriageThreshold.from_dict(v) for k, v in data["thresholds"].items()},
+        )
+
+
+def _labels(strata: Any, n: int) -> list[str]:
+    if isinstance(strata, (str, bytes)) or not isinstance(strata, (np.ndarray, Iterable)):
+        raise TypeError("strata: expected a sequence with one label per item")
+    keys = [str(v) for v in (strata.tolist() if isinstance(strata, np.ndarray) else strata)]
+    if len(keys) != n:
+        raise ValueError(f"strata: expected {n} labels, got {len(keys)}")
+    return keys
+
+
+def fit_stratified_triage(
+    scores: Any,
+    errors: Any,
+    strata: Any,
+    *,
+    alpha: float = _UNSET,
+    delta: float = _UNSET,
+    min_count: int = _UNSET,
+    min_auto: int | None = _UNSET,
+    simultaneous: bool = _UNSET,
+    config: TriageConfig | None = None,
+) -> StratifiedTriage:
+    """Certify one threshold per stratum (see :func:`fit_triage`).
+
+    Parameters
+    ----------
+    scores, errors
+        As for :func:`fit_triage`.
+    strata : array_like of hashable, shape (n,)
+        Stratum label of each calibration item (e.g. a PSF-size bin, an
+        observation mode); labels are keyed by ``str(label)``.
+    alpha, delta, min_auto
+        As for :func:`fit_triage` (defaults 0.01, 0.05).
+    min_count : int
+        Strata with fewer calibration items get ``tau = +inf`` (default 50).
+    simultaneous : bool
+        Split ``delta`` over the strata with at least ``min_count`` items.
+    config : TriageConfig, optional
+        Options; explicit keyword arguments override its fields.
+
+    Returns
+    -------
+    StratifiedTriage
+    """
+    cfg = _resolve_config(
+        config, alpha=alpha, delta=delta, min_count=min_count, min_auto=min_auto, simultaneous=simultaneous
+    )
+    s = _check_scores("scores", scores)
+    e = _as_binary("errors", errors, len(s))
+    keys = np.asarray(_labels(strata, len(s)), dtype=object)
+    names = sorted(set(keys.tolist()))
+    counts = {k: int(np.sum(keys == k)) for k in names}
+    m = sum(1 for k in names if counts[k] >= cfg.min_count)
+    delta_each = cfg.delta / max(m, 1) if cfg.simultaneous else cfg.delta
+    thresholds: dict[str, TriageThreshold] = {}
+    for k in names:
+        sel = keys == k
+        if counts[k] < cfg.min_count:
+            thresholds[k] = _uncertified(
+                counts[k], cfg.alpha, delta_each,
+                f"{counts[k]} calibration items, fewer than min_count={cfg.min_count}",
+            )
+        else:
+            thresholds[k] = _fit_one(s[sel], e[sel], cfg.alpha, delta_each, cfg.effective_min_auto(delta_each))
+    return StratifiedTriage(
+        alpha=cfg.alpha,
+        delta=cfg.delta,
+        min_count=cfg.min_count,
+        thresholds=thresholds,
+        simultaneous=cfg.simultaneous,
+    )
+
+
+def evaluate_triage(
+    triage: TriageThreshold | StratifiedTriage,
+    scores: Any,
+    errors: Any,
+    strata: Any = None,
+    *,
+    confidence: float = 0.95,
+) -> dict[str, float | int]:
+    """Measure a triage on labelled test items.
+
+    Parameters
+    ----------
+    triage : TriageThreshold or StratifiedTriage
+        The fitted triage.
+    scores : array_like, shape (n,)
+        Confidences of the test items.
+    errors : array_like of bool or 0/1, shape (n,)
+        Whether each automatic decision would be wrong.
+    strata : array_like, optional
+        Stratum labels; required for a :class:`StratifiedTriage`.
+    confidence : float
+        Level of the two-sided Clopper–Pearson interval of the error rate.
+
+    Returns
+    -------
+    dict
+        ``error_rate_auto`` (NaN when nothing is decided automatically),
+        ``ci_low``, ``ci_high``, ``coverage`` (fraction decided
+        automatically), ``n_auto``, ``errors_auto`` and ``n``.
+    """
+    s = _as_1d("scores", scores)
+    e = _as_binary("errors", errors, len(s))
+    if isinstance(triage, StratifiedTriage):
+        if strata is None:
+            raise ValueError("strata: required to evaluate a StratifiedTriage")
+        auto, _ = triage.decide(s, strata)
+    elif isinstance(triage, TriageThreshold):
+        auto = np.isfinite(s) & (s >= triage.tau)
+    else:
+        raise TypeError(f"triage: expected a TriageThreshold or StratifiedTriage, got {type(triage).__name__}")
+    n_auto = int(auto.sum())
+    k = int(e[auto].sum())
+    low, high = clopper_pearson(k, n_auto, confidence)
+    return {
+        "error_rate_auto": k / n_auto if n_auto else math.nan,
+        "ci_low": low,
+        "ci_high": high,
+        "coverage": n_auto / len(s) if len(s) else math.nan,
+        "n_auto": n_auto,
+        "errors_auto": k,
+        "n": len(s),
+    }
+
+
+def risk_coverage(
+    scores: Any,
+    errors: Any,
+    alphas: Sequence[float] = (0.005, 0.01, 0.02, 0.05),
+    *,
+    delta: float = 0.05,
+    calib_fraction: float = 0.5,
+    seed: int = 0,
+):
+    """Risk–coverage table from one random calibration / test split.
+
+    Parameters
+    ----------
+    scores, errors
+        Labelled items, as for :func:`fit_triage`.
+    alphas : sequence of float
+        Risks to certify.
+    delta : float
+        Confidence parameter.
+    calib_fraction : float
+        Fraction of items used for calibration; the rest are the test set.
+    seed : int
+        Seed of the split.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per ``alpha``: ``alpha``, ``tau``, ``upper_bound`` (on the
+        calibration half), then the test half's ``error_rate_auto``,
+        ``ci_low``, ``ci_high``, ``coverage`` and ``n_auto``.
+    """
+    from astropy.table import Table
+
+    check_range("delta", delta, low=0.0, high=1.0, low_inclusive=False)
+    check_range("calib_fraction", calib_fraction, low=0.0, high=1.0, low_inclusive=False)
+    if not calib_fraction < 1:
+        raise ConfigError(f"calib_fraction: must be < 1, got {calib_fraction}")
+    check_int("seed", seed)
+    s = _check_scores("scores", scores)
+    e = _as_binary("errors", errors, len(s))
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(s))
+    n_cal = round(calib_fraction * len(s))
+    cal, test = perm[:n_cal], perm[n_cal:]
+    rows = []
+    for a in alphas:
+        thr = fit_triage(s[cal], e[cal], alpha=float(a), delta=delta)
+        ev = evaluate_triage(thr, s[test], e[test])
+        rows.append(
+            (float(a), thr.tau, thr.upper_bound, ev["error_rate_auto"], ev["ci_low"], ev["ci_high"],
+             ev["coverage"], ev["n_auto"])
+        )
+    names = ("alpha", "tau", "upper_bound", "error_rate_auto", "ci_low", "ci_high", "coverage", "n_auto")
+    return Table(rows=rows, names=names, meta={"delta": delta, "n_calibration": len(cal), "n_test": len(test)})
