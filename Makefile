@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := demo
 WORKERS ?=
 
-.PHONY: demo test bench bench-experts bench-tests venv clean
+.PHONY: demo test bench bench-experts bench-gate bench-tests venv clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_microscopy.py
 	$(BIN)/python benchmarks/bench_experts.py
 	$(BIN)/python benchmarks/bench_learned.py
+	$(BIN)/python benchmarks/bench_gate.py
 
 # issue 3's benchmark: every expert alone, their union and the peers (SEP, photutils,
 # scikit-image) on fresh simulated survey and microscopy fields, and the learned expert
@@ -40,6 +41,10 @@ bench-experts: $(STAMP)
 	$(BIN)/python benchmarks/bench_experts.py
 	$(BIN)/python benchmarks/bench_microscopy.py
 	$(BIN)/python benchmarks/bench_learned.py
+
+# issue 4's benchmark: the gate's risk-coverage table, calibration and the guarantee
+bench-gate: $(STAMP)
+	$(BIN)/python benchmarks/bench_gate.py
 
 bench-tests: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q tests/benchmarks

@@ -46,7 +46,7 @@ __all__ = [
     "validate",
 ]
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 """Version of the catalog schema, ``"major.minor"``.
 
 The major number changes when a column is removed, renamed or changes meaning
@@ -178,6 +178,15 @@ COLUMNS: tuple[Column, ...] = (
        "artifact sub-type: cosmic_ray, hot_pixel, saturation or bleed ('' for other kinds)"),
     _c("expert", "str", None, "name of the expert that proposed the detection (e.g. 'point')"),
     _c("flags", "int32", None, "quality bit flags (moe_imaging.flags.SourceFlag)"),
+    _c("p_star", "float64", None,
+       "probability of a star: the gate's, calibrated (or the learned expert's own without the gate; NaN if neither)"),
+    _c("p_galaxy", "float64", None, "gate: calibrated probability of a galaxy"),
+    _c("p_streak", "float64", None, "gate: calibrated probability of a streak (fast mover)"),
+    _c("p_artifact", "float64", None, "gate: calibrated probability of an artifact or spurious detection"),
+    _c("confidence", "float64", None, "gate: calibrated probability of the chosen kind"),
+    _c("decision", "str", None,
+       "gate: accepted / rejected (decided automatically under the certified risk) or review ('' without the gate)"),
+    _c("review_reason", "str", None, "gate: why a human must review it, in words ('' when decided)"),
 )
 """The detection-catalog columns, in file order."""
 

@@ -7,6 +7,7 @@
     moe-imaging simulate survey --size 4096 --seed 1 --out DIR
     moe-imaging simulate microscopy --size 1024 --seed 1 --out DIR
     moe-imaging train learned [--seed 1] [--out moe_imaging/models/learned_v1.pt] [--device cpu]
+    moe-imaging train gate [--seed 1] [--out moe_imaging/models/gate_v1.pt]
 
 Expected faults (bad input, bad configuration) print one line,
 ``moe-imaging: error: FILE: cause``, and exit with status 2; no traceback.
@@ -80,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--train-fields", type=int, default=None, help="simulated training fields (default 48)")
     tl.add_argument("--field-size", type=int, default=None, help="side of each simulated field in pixels (default 512)")
     tl.add_argument("--quiet", action="store_true", help="no progress lines")
+    tg = trsub.add_parser("gate", help="the gate (mixture over the experts) and its calibration split; writes GATE_MODEL_CARD.md")
+    tg.add_argument("--seed", type=int, default=None, help="random seed (default 1: the shipped gate)")
+    tg.add_argument("--out", default=None, help="weights file (default: the shipped moe_imaging/models/gate_v1.pt)")
+    tg.add_argument("--epochs", type=int, default=None, help="passes over the training rows (default 80)")
+    tg.add_argument("--train-fields", type=int, default=None, help="simulated training fields (default 10)")
+    tg.add_argument("--calibration-fields", type=int, default=None, help="simulated calibration fields (default 12)")
+    tg.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
 
 
@@ -196,6 +204,8 @@ def _cmd_simulate_microscopy(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.kind == "gate":
+        return _cmd_train_gate(args)
     from moe_imaging.learned.model import DEFAULT_WEIGHTS
     from moe_imaging.learned.train import TrainConfig, train_learned
 
@@ -217,6 +227,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
         t = metrics["test"]
         print(f"held-out accuracy {t['accuracy']:.3f} (balanced {t['balanced_accuracy']:.3f}) in "
               f"{metrics['time_total_s']:.0f} s; weights: {out}; model card: {out.with_name('MODEL_CARD.md')}")
+    return 0
+
+
+def _cmd_train_gate(args: argparse.Namespace) -> int:
+    from moe_imaging.errors import InputError
+    from moe_imaging.gate import DEFAULT_GATE_WEIGHTS
+    from moe_imaging.gate_train import GateTrainConfig, train_gate
+
+    changes = {"seed": args.seed, "epochs": args.epochs, "n_train_fields": args.train_fields,
+               "n_calibration_fields": args.calibration_fields}
+    cfg = GateTrainConfig.from_mapping({k: v for k, v in changes.items() if v is not None})
+    out = Path(args.out) if args.out else DEFAULT_GATE_WEIGHTS
+    if out.suffix != ".pt":
+        raise InputError(str(out), "the weights file must end in .pt")
+    model = train_gate(cfg, out=out, progress=not args.quiet)
+    if not args.quiet:
+        m = model.metadata["metrics"]
+        print(f"calibration accuracy {m['calibration_accuracy']:.3f}, ECE {m['calibration_ece']:.4f}; weights: {out}; "
+              f"model card: {out.with_name('GATE_MODEL_CARD.md')}")
     return 0
 
 

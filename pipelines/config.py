@@ -148,6 +148,43 @@ class MicroscopyConfig(Config):
 
 
 @dataclasses.dataclass(frozen=True)
+class GateConfig(Config):
+    """The gate and its certified triage (:mod:`moe_imaging.gate`, :mod:`moe_imaging.calibrate`).
+
+    Attributes
+    ----------
+    enabled : bool
+        Run the gate after fusion: every survey expert scores every
+        detection, the gate gives calibrated class probabilities, and the
+        triage decides automatically or routes to review.
+    weights : str or None
+        Gate weights (default: the shipped ``gate_v1.pt``).
+    alpha : float
+        Risk: the largest error rate allowed among automatic decisions.
+    delta : float
+        The guarantee holds with probability at least ``1 - delta``.
+    min_count : int
+        Strata with fewer calibration items are never decided automatically.
+    """
+
+    enabled: bool = False
+    weights: str | None = None
+    alpha: float = 0.01
+    delta: float = 0.05
+    min_count: int = 50
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise ConfigError(f"gate.enabled: expected true or false, got {self.enabled!r}")
+        if self.weights is not None and not isinstance(self.weights, str):
+            raise ConfigError(f"gate.weights: expected a path, got {self.weights!r}")
+        check_range("gate.alpha", self.alpha, low=0.0, high=0.5, low_inclusive=False)
+        check_range("gate.delta", self.delta, low=0.0, high=0.5, low_inclusive=False)
+        check_int("gate.min_count", self.min_count)
+        check_range("gate.min_count", self.min_count, low=1, high=10**9)
+
+
+@dataclasses.dataclass(frozen=True)
 class DetectionConfig(Config):
     """Everything ``detect_image`` needs, one section per stage.
 
@@ -164,6 +201,7 @@ class DetectionConfig(Config):
     artifact: ArtifactExpertConfig = ArtifactExpertConfig()
     streak: StreakExpertConfig = StreakExpertConfig()
     learned: LearnedExpertConfig = LearnedExpertConfig()
+    gate: GateConfig = GateConfig()
     tiling: TilingConfig = TilingConfig()
     microscopy: MicroscopyConfig = MicroscopyConfig()
 

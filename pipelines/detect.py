@@ -35,7 +35,7 @@ from moe_imaging.experts.streak import streak_prior_from_header
 from moe_imaging.psf import PSF, airy_psf, estimate_psf, moffat_psf, psf_from_image
 
 from .config import DetectionConfig, MicroscopyConfig
-from .execute import LocalPSF, SourceMasking, compute_background, run_tiles
+from .execute import LocalPSF, SourceMasking, compute_background, run_tiles, score_tiles
 from .io import Exposure, open_exposure, read_psf_image
 from .io_tiff import TIFF_SUFFIXES, Optics, TiffExposure, open_tiff
 from .tiling import halo_for, make_tiles
@@ -233,6 +233,10 @@ def detect_image(
         threshold = config.point.detection_threshold(psf)
     local = None
     halo = halo_for(psf, experts)
+    if mode == "survey" and config.gate.enabled:  # the scoring pass runs every survey expert
+        from moe_imaging.gate import EVIDENCE
+
+        halo = max(halo, halo_for(psf, [make_expert(n, _expert_config(n, config, exposure)) for n in EVIDENCE]))
     if mode == "survey" and config.psf.vary:
         # each tile may get its own PSF, up to vary_max_ratio times wider: size the halo for that
         local = LocalPSF(config.psf.estimate_min_snr, config.psf.vary_min_stars, config.psf.vary_max_ratio)
@@ -244,6 +248,8 @@ def detect_image(
         table = next(iter(per_expert.values()))
     else:
         table = fuse(per_expert, radius=max(1.5, psf.fwhm))
+    if mode == "survey" and config.gate.enabled:
+        table = _gate(table, exposure, tiles, psf, background, config, threshold, progress, sched)
     catalog = _to_catalog(table, exposure)
     provenance = make_provenance(
         input_path=exposure.path,
@@ -270,6 +276,23 @@ def detect_image(
     )
     catalog.meta["provenance"] = provenance.to_dict()
     return DetectionResult(catalog=catalog, provenance=provenance, psf=psf, background=background, exposure=exposure)
+
+
+def _gate(table, exposure, tiles, psf, background, config, threshold, progress, sched) -> Table:
+    """Score every row by every survey expert, then the gate's calibrated decision (see GateConfig)."""
+    from moe_imaging.gate import EVIDENCE, apply_gate
+
+    scorers = [make_expert(name, _expert_config(name, config, exposure)) for name in EVIDENCE]
+    evidence = score_tiles(exposure, tiles, psf, background, scorers, table, progress=progress, **sched)
+    gate = config.gate
+    try:
+        out = apply_gate(table, evidence, psf_fwhm=psf.fwhm, threshold=threshold, alpha=gate.alpha,
+                         delta=gate.delta, min_count=gate.min_count, weights=gate.weights)
+    except FileNotFoundError as exc:
+        raise InputError(str(gate.weights or "gate"), str(exc)) from None
+    for col in evidence.colnames:  # every expert's evidence stays with the row
+        out[f"ev_{col}"] = evidence[col]
+    return out
 
 
 def _expert_config(name: str, config: DetectionConfig, exposure: Exposure):

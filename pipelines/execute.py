@@ -41,7 +41,16 @@ from moe_imaging.tile import Tile
 from .io import Exposure
 from .tiling import TileSpec
 
-__all__ = ["SourceMasking", "LocalPSF", "compute_background", "run_tiles", "process_tile", "read_tile"]
+__all__ = [
+    "SourceMasking",
+    "LocalPSF",
+    "compute_background",
+    "run_tiles",
+    "process_tile",
+    "read_tile",
+    "score_tile",
+    "score_tiles",
+]
 
 
 def _compute(tasks: list, *, scheduler: str, workers: int | None, progress: bool, client=None) -> list:
@@ -210,6 +219,56 @@ def process_tile(
         table.meta.clear()
         table["psf_fwhm"] = np.full(len(table), tile.psf.fwhm)
         out[expert.name] = table
+    return out
+
+
+def score_tile(
+    exposure: Exposure,
+    spec: TileSpec,
+    psf: PSF,
+    background: BackgroundModel,
+    experts: Sequence[object],
+    table: Table,
+) -> tuple[np.ndarray, Table]:
+    """One Dask task of the scoring pass: every expert's evidence for the rows this tile owns."""
+    from moe_imaging.gate import score_candidates
+
+    cy0, cy1, cx0, cx1 = spec.core
+    py, px = np.asarray(table["y_peak"]), np.asarray(table["x_peak"])
+    rows = np.nonzero((py >= cy0) & (py < cy1) & (px >= cx0) & (px < cx1))[0]
+    if len(rows) == 0:
+        return rows, Table()
+    tile = read_tile(exposure, spec, psf, background)
+    return rows, score_candidates(tile, table[rows], experts)
+
+
+def score_tiles(
+    exposure: Exposure,
+    tiles: Sequence[TileSpec],
+    psf: PSF,
+    background: BackgroundModel,
+    experts: Sequence[object],
+    table: Table,
+    *,
+    scheduler: str = "threads",
+    workers: int | None = None,
+    progress: bool = False,
+    client=None,
+) -> Table:
+    """Every expert's evidence (:func:`moe_imaging.gate.score_candidates`) for every row of ``table``.
+
+    A second pass over the tiles, one Dask task each; a row is scored by the
+    tile owning its peak, so the evidence does not depend on the tiling.
+    """
+    from moe_imaging.gate import EVIDENCE
+
+    small = table[["x", "y", "x_peak", "y_peak"]]
+    tasks = [dask.delayed(score_tile, pure=True)(exposure, spec, psf, background, experts, small) for spec in tiles]
+    results = _compute(tasks, scheduler=scheduler, workers=workers, progress=progress, client=client)
+    out = Table({col: np.full(len(table), np.nan) for cols in EVIDENCE.values() for col in cols})
+    for rows, ev in results:
+        for col in ev.colnames:
+            out[col][rows] = np.asarray(ev[col], dtype=np.float64)
     return out
 
 

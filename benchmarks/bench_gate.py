@@ -1,0 +1,159 @@
+"""The gate and its certified triage on fresh simulated fields (issue 4's benchmark).
+
+Run with ``python benchmarks/bench_gate.py [--fields 8] [--out bench_out]``.
+
+Fields from a seed split that played no part in training or calibration
+(``moe_imaging.gate_train`` split 3; FWHM 1.5-6 px), plus fields with a PSF
+outside the training range (FWHM 9 px, split 4).  Prints:
+
+* the risk-coverage table at alpha = 0.5 %, 1 %, 2 %, 5 % (delta = 5 %): the
+  measured error among automatically decided detections with its 95 %
+  Clopper-Pearson interval, and the fraction decided automatically, overall
+  and per stratum (PSF-size bin);
+* the expected calibration error (ECE) of the gate's confidence, and the
+  reliability diagram as a PNG;
+* classification accuracy of the gate against every single expert's opinion
+  (each head of the mixture alone, the learned expert's own probabilities, and
+  the fusion's physics precedence);
+* the out-of-range field: what is decided automatically there (nothing should
+  be) and the error among it;
+* the guarantee under repeated draws: calibration and test items pooled,
+  re-split 200 times; how often the error among auto-decided test items
+  exceeds alpha (should be at most about delta).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from moe_imaging.calibrate import (
+    clopper_pearson,
+    expected_calibration_error,
+    fit_stratified_triage,
+    plot_reliability,
+    reliability_table,
+)
+from moe_imaging.gate import EVIDENCE, GATE_CLASSES, gate_predict, load_gate, triage_stratum
+from moe_imaging.gate_train import GateTrainConfig, simulate_samples
+from pipelines.runtime import tune_allocator
+
+ALPHAS = (0.005, 0.01, 0.02, 0.05)
+
+
+def _risk_rows(triage, conf, wrong, strata):
+    auto, _ = triage.decide(conf, strata)
+    rows = []
+    for name in ["all"] + sorted(set(strata.tolist())):
+        sel = np.ones(len(conf), bool) if name == "all" else strata == name
+        n, k = int((auto & sel).sum()), int((wrong & auto & sel).sum())
+        lo, hi = clopper_pearson(k, n, 0.95) if n else (float("nan"), float("nan"))
+        rows.append({"stratum": name, "n": int(sel.sum()), "auto": n, "coverage": n / max(int(sel.sum()), 1),
+                     "error": k / n if n else float("nan"), "ci_low": lo, "ci_high": hi})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    tune_allocator()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fields", type=int, default=8, help="fresh in-range fields")
+    parser.add_argument("--out", default="bench_out")
+    parser.add_argument("--delta", type=float, default=0.05)
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_gate()
+    cfg = GateTrainConfig(**{k: v for k, v in model.metadata["config"].items() if k in GateTrainConfig.__dataclass_fields__})
+    t0 = time.perf_counter()
+    test = simulate_samples(cfg, 3, args.fields)
+    far = simulate_samples(cfg, 4, 2, fwhm_range=(9.0, 9.5))
+    t_sim = time.perf_counter() - t0
+    probs, w, per = gate_predict(model, test.physics, test.evidence)
+    pred = probs.argmax(1)
+    conf = probs.max(1)
+    wrong = pred != test.labels
+    strata = triage_stratum(test.fwhm, model.fwhm_range)
+    cal = model.metadata["calibration"]
+    results: dict = {"n_test": len(test), "n_calibration": len(cal["scores"]), "simulation_s": t_sim}
+
+    print(f"gate on {args.fields} fresh fields ({len(test)} detections; FWHM 1.5-6 px), "
+          f"calibration split {len(cal['scores'])} detections, delta = {args.delta}\n")
+    print("risk-coverage (error among auto-decided [95 % CI], fraction auto-decided):")
+    print(f"{'alpha':>7s} {'stratum':>26s} {'n':>6s} {'auto':>6s} {'coverage':>9s} {'error':>8s} {'95% CI':>17s}")
+    results["risk_coverage"] = {}
+    for alpha in ALPHAS:
+        triage = fit_stratified_triage(np.asarray(cal["scores"]), np.asarray(cal["errors"]),
+                                       np.asarray(cal["strata"]), alpha=alpha, delta=args.delta)
+        rows = _risk_rows(triage, conf, wrong, strata)
+        results["risk_coverage"][str(alpha)] = rows
+        for r in rows:
+            print(f"{alpha:7.3f} {r['stratum']:>26s} {r['n']:6d} {r['auto']:6d} {r['coverage']:9.3f} "
+                  f"{r['error']:8.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}]")
+
+    ece = expected_calibration_error(conf, ~wrong)
+    table = reliability_table(conf, ~wrong, n_bins=15)
+    png = out / "gate_reliability.png"
+    plot_reliability(table, png, title=f"gate on fresh fields: ECE {ece:.4f}")
+    results["ece"] = ece
+    print(f"\nexpected calibration error (15 bins): {ece:.4f}; reliability diagram: {png}")
+
+    print("\nclassification accuracy on the same detections:")
+    acc = {"gate (mixture)": float(np.mean(pred == test.labels))}
+    for e, name in enumerate(model.net.experts):
+        said = test.evidence[name][:, -1] == 0
+        acc[f"{name} head alone"] = float(np.mean(per[:, e].argmax(1) == test.labels))
+        acc[f"{name} head alone, where it spoke"] = float(np.mean(per[said, e].argmax(1) == test.labels[said]))
+    lp = test.evidence["learned"][:, :4]
+    acc["learned expert's own probabilities"] = float(np.mean(lp.argmax(1) == test.labels))
+    chosen = np.array([GATE_CLASSES.index(k) if k in GATE_CLASSES else 3 for k in test.chosen_kind])
+    acc["fusion precedence (no gate)"] = float(np.mean(chosen == test.labels))
+    for k, v in acc.items():
+        print(f"  {k:40s} {v:.3f}")
+    per_class = {c: float(np.mean(pred[test.labels == i] == i)) for i, c in enumerate(GATE_CLASSES)}
+    print("  gate recall per class: " + ", ".join(f"{c} {v:.3f}" for c, v in per_class.items()))
+    results["accuracy"] = acc
+    results["gate_recall_per_class"] = per_class
+
+    p_far, _, _ = gate_predict(model, far.physics, far.evidence)
+    far_wrong = p_far.argmax(1) != far.labels
+    far_strata = triage_stratum(far.fwhm, model.fwhm_range)
+    triage = fit_stratified_triage(np.asarray(cal["scores"]), np.asarray(cal["errors"]), np.asarray(cal["strata"]),
+                                   alpha=0.01, delta=args.delta)
+    auto_far, reasons = triage.decide(p_far.max(1), far_strata)
+    results["outside_range"] = {"n": len(far), "auto": int(auto_far.sum()),
+                                "error_auto": float(far_wrong[auto_far].mean()) if auto_far.any() else None,
+                                "gate_accuracy_if_forced": float(np.mean(~far_wrong)), "reason": reasons[0] if reasons else ""}
+    print(f"\nPSF outside the training range (FWHM 9 px, {len(far)} detections): {int(auto_far.sum())} decided "
+          f"automatically, all others to review ('{reasons[0] if reasons else ''}'); the gate's accuracy there "
+          f"if it were forced to decide: {np.mean(~far_wrong):.3f}")
+
+    # the guarantee under repeated draws: pool calibration + test items of the in-range strata, re-split
+    rng = np.random.default_rng(0)
+    pool_s = np.concatenate([np.asarray(cal["scores"]), conf])
+    pool_e = np.concatenate([np.asarray(cal["errors"], bool), wrong])
+    pool_k = np.concatenate([np.asarray(cal["strata"]), strata])
+    exceed, cover = [], []
+    for _ in range(200):
+        idx = rng.permutation(len(pool_s))
+        c, t = idx[: len(idx) // 2], idx[len(idx) // 2 :]
+        tri = fit_stratified_triage(pool_s[c], pool_e[c], pool_k[c], alpha=0.01, delta=args.delta)
+        a, _ = tri.decide(pool_s[t], pool_k[t])
+        if a.any():
+            exceed.append(pool_e[t][a].mean() > 0.01)
+        cover.append(a.mean())
+    results["repeated_draws"] = {"trials": 200, "exceed_fraction": float(np.mean(exceed)) if exceed else 0.0,
+                                 "mean_coverage": float(np.mean(cover))}
+    print(f"\nrepeated draws (200 random calibration/test splits of {len(pool_s)} detections, alpha 1 %): "
+          f"error > alpha in {np.mean(exceed) if exceed else 0.0:.3f} of trials (delta {args.delta}); "
+          f"mean coverage {np.mean(cover):.3f}")
+    (out / "bench_gate.json").write_text(json.dumps(results, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,378 @@
+"""Training the gate on simulations: ``moe-imaging train gate``.
+
+Recipe (all from :func:`moe_imaging.simulate.simulate_survey`, seeds in
+:class:`GateTrainConfig`):
+
+1. Fields with a PSF FWHM log-uniform in ``fwhm_range`` (Moffat of random
+   beta, or Kolmogorov), random sky and read noise, and raised densities of
+   every kind so each field carries plenty of examples.
+2. On each field every survey expert proposes candidates on the whole field
+   as one tile (the PSF prior is what the pipeline would take from the
+   header: a Moffat of the header FWHM); they are fused
+   (:func:`moe_imaging.fusion.fuse`) and every expert scores every fused row
+   (:func:`moe_imaging.gate.score_candidates`).
+3. Labels from the truth table: the nearest true object within a radius
+   (a galaxy's half-light radius, a cosmic ray's track, 0.75 FWHM at least)
+   gives ``star`` (saturated stars too), ``galaxy`` or ``artifact`` (cosmic
+   rays, hot pixels); a row on a true trail is ``streak``; a row matching
+   nothing is ``artifact`` (a noise peak or a piece of a halo is not a source).
+4. Three disjoint sets of fields (``SeedSequence([seed, split, i])``): training,
+   *calibration* (never used for training: the temperature and the triage
+   thresholds are fitted on it) and test (the model card's numbers).
+
+The calibration split's scores, errors and strata are saved with the weights,
+so the certified triage thresholds can be refitted for any risk level at run
+time (:func:`moe_imaging.calibrate.fit_stratified_triage`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from astropy.table import Table
+from scipy.spatial import cKDTree
+
+from .calibrate import expected_calibration_error, fit_temperature
+from .config import Config, check_int, check_range
+from .errors import ConfigError
+from .experts import make_expert
+from .flags import MaskBit
+from .fusion import fuse
+from .gate import (
+    DEFAULT_GATE_WEIGHTS,
+    EVIDENCE,
+    GATE_CLASSES,
+    GateModel,
+    GateNet,
+    evidence_features,
+    gate_predict,
+    physics_features,
+    score_candidates,
+)
+from .psf import moffat_psf
+from .simulate import SurveySimConfig, simulate_survey
+from .tile import Tile
+
+__all__ = ["GateTrainConfig", "GateSamples", "simulate_samples", "fwhm_stratum", "train_gate", "GATE_EXPERTS"]
+
+GATE_EXPERTS: tuple[str, ...] = tuple(EVIDENCE)
+"""The experts run to make the gate's training data (all survey experts)."""
+
+FWHM_STRATA: tuple[float, ...] = (2.5, 4.0)
+"""Edges (px) of the PSF-size strata of the triage thresholds."""
+
+
+def fwhm_stratum(fwhm: np.ndarray | float, mode: str = "survey") -> np.ndarray:
+    """The triage stratum of each detection: mode and PSF-size bin, e.g. ``"survey:fwhm<2.5"``."""
+    f = np.atleast_1d(np.asarray(fwhm, dtype=float))
+    lo, hi = FWHM_STRATA
+    names = np.where(f < lo, f"fwhm<{lo:g}", np.where(f < hi, f"fwhm{lo:g}-{hi:g}", f"fwhm>={hi:g}"))
+    return np.char.add(f"{mode}:", names.astype(str))
+
+
+@dataclasses.dataclass(frozen=True)
+class GateTrainConfig(Config):
+    """How the shipped gate is made (see module docs)."""
+
+    seed: int = 1
+    n_train_fields: int = 10
+    n_calibration_fields: int = 12
+    n_test_fields: int = 4
+    field_size: int = 512
+    fwhm_range: tuple[float, float] = (1.5, 6.0)
+    epochs: int = 80
+    learning_rate: float = 3e-3
+    batch_size: int = 512
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("seed", "n_train_fields", "n_calibration_fields", "n_test_fields", "field_size", "epochs",
+                     "batch_size", "threads"):
+            check_int(f"gate.{name}", getattr(self, name))
+        check_range("gate.n_train_fields", self.n_train_fields, low=1, high=10000)
+        check_range("gate.n_calibration_fields", self.n_calibration_fields, low=1, high=10000)
+        check_range("gate.n_test_fields", self.n_test_fields, low=0, high=10000)
+        check_range("gate.field_size", self.field_size, low=128, high=8192)
+        rng = tuple(self.fwhm_range)
+        object.__setattr__(self, "fwhm_range", rng)
+        if len(rng) != 2 or not 1.0 <= rng[0] < rng[1] <= 20.0:
+            raise ConfigError(f"gate.fwhm_range: expected (low, high) within [1, 20], got {rng}")
+        check_range("gate.learning_rate", self.learning_rate, low=0.0, high=1.0, low_inclusive=False)
+        check_range("gate.epochs", self.epochs, low=1, high=100000)
+        check_range("gate.threads", self.threads, low=1, high=256)
+
+
+@dataclasses.dataclass
+class GateSamples:
+    """Features, labels and strata of fused detections on simulated fields."""
+
+    physics: np.ndarray
+    evidence: dict[str, np.ndarray]
+    labels: np.ndarray
+    fwhm: np.ndarray
+    snr: np.ndarray
+    chosen_kind: np.ndarray  # the kind the physics precedence of the fusion picked
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @staticmethod
+    def concat(parts: list["GateSamples"]) -> "GateSamples":
+        return GateSamples(
+            np.concatenate([p.physics for p in parts]),
+            {k: np.concatenate([p.evidence[k] for p in parts]) for k in parts[0].evidence},
+            np.concatenate([p.labels for p in parts]),
+            np.concatenate([p.fwhm for p in parts]),
+            np.concatenate([p.snr for p in parts]),
+            np.concatenate([p.chosen_kind for p in parts]),
+        )
+
+
+def _field_config(rng: np.random.Generator, seed: int, size: int, fwhm_range) -> SurveySimConfig:
+    fwhm = float(np.exp(rng.uniform(math.log(fwhm_range[0]), math.log(fwhm_range[1]))))
+    kolmogorov = rng.uniform() < 0.3
+    return SurveySimConfig(
+        size=size, seed=seed, fwhm_px=fwhm, psf_model="kolmogorov" if kolmogorov else "moffat",
+        moffat_beta=float(rng.uniform(2.5, 5.0)), sky_adu=float(np.exp(rng.uniform(math.log(100), math.log(3000)))),
+        rdnoise=float(rng.uniform(3.0, 8.0)), star_density=1200.0, galaxy_density=300.0, n_streaks=16.0,
+        cosmic_ray_density=150.0, hot_pixel_density=60.0, saturated_star_density=8.0, snr_range=(3.0, 1000.0),
+        galaxy_snr_range=(8.0, 300.0),
+    )
+
+
+def _labels(fused: Table, truth: Table, fwhm: float) -> np.ndarray:
+    """Class index of each fused row from the truth table (see module docs)."""
+    n = len(fused)
+    labels = np.full(n, GATE_CLASSES.index("artifact"))
+    if n == 0:
+        return labels
+    x, y = np.asarray(fused["x"], float), np.asarray(fused["y"], float)
+    kinds = np.asarray(truth["kind"]).astype(str)
+    point_like = kinds != "streak"
+    t = truth[point_like]
+    tk = kinds[point_like]
+    radius = np.maximum.reduce([
+        np.full(len(t), max(2.0, 0.75 * fwhm)),
+        np.nan_to_num(np.asarray(t["hlr"], float)),
+        1.5 + 0.5 * np.asarray(t["npix"], float),
+    ])
+    if len(t):
+        d, j = cKDTree(np.column_stack([t["x"], t["y"]])).query(np.column_stack([x, y]))
+        hit = d <= radius[j]
+        cls = np.select([tk[j] == "galaxy", np.isin(tk[j], ("star", "saturated_star"))], [1, 0], default=3)
+        labels = np.where(hit, cls, labels)
+    for row in truth[kinds == "streak"]:
+        x0, y0, x1, y1 = (float(row[c]) for c in ("x0", "y0", "x1", "y1"))
+        length = math.hypot(x1 - x0, y1 - y0)
+        ux, uy = (x1 - x0) / length, (y1 - y0) / length
+        s = (x - x0) * ux + (y - y0) * uy
+        tt = np.abs(-(x - x0) * uy + (y - y0) * ux)
+        on = (tt <= max(3.0, fwhm)) & (s >= -fwhm) & (s <= length + fwhm)
+        # a real star or galaxy the trail crosses keeps its own label
+        labels = np.where(on & (labels == 3), GATE_CLASSES.index("streak"), labels)
+        if "kind" in fused.colnames:
+            labels = np.where(on & (np.asarray(fused["kind"]).astype(str) == "streak"), 2, labels)
+    return labels
+
+
+def field_samples(sim, experts, *, threshold: float) -> GateSamples:
+    """Run the experts on one simulated field and return its labelled gate samples."""
+    cfg = sim.truth.meta["config"]
+    fwhm = float(cfg["fwhm_px"])
+    sigma2 = sim.sky / cfg["gain"] + (cfg["rdnoise"] / cfg["gain"]) ** 2
+    mask = np.where(sim.image >= cfg["saturate"], np.uint16(MaskBit.SATURATED), np.uint16(0))
+    tile = Tile(image=sim.image - sim.sky, variance=sigma2, mask=mask, background=sim.sky,
+                psf=moffat_psf(fwhm), gain=float(cfg["gain"]))
+    proposals = {e.name: e.propose(tile) for e in experts}
+    fused = fuse(proposals, radius=max(1.5, fwhm))
+    fused["psf_fwhm"] = np.full(len(fused), fwhm)
+    evidence = score_candidates(tile, fused, experts)
+    return GateSamples(
+        physics=physics_features(fused, psf_fwhm=fwhm, threshold=threshold),
+        evidence=evidence_features(evidence),
+        labels=_labels(fused, sim.truth, fwhm),
+        fwhm=np.full(len(fused), fwhm),
+        snr=np.nan_to_num(np.asarray(fused["snr"], float), nan=0.0),
+        chosen_kind=np.asarray(fused["kind"]).astype(str),
+    )
+
+
+def simulate_samples(config: GateTrainConfig, split: int, n_fields: int, *, progress: bool = False,
+                     fwhm_range: tuple[float, float] | None = None) -> GateSamples:
+    """Labelled samples from ``n_fields`` fields of one split (0 train, 1 calibration, 2 test, 3+ benchmark)."""
+    experts = [make_expert(name) for name in GATE_EXPERTS]
+    threshold = experts[0].config.detection_threshold(moffat_psf(3.0))
+    parts = []
+    for i in range(n_fields):
+        ss = np.random.SeedSequence([config.seed, split, i])
+        rng = np.random.default_rng(ss)
+        sim_seed = int(ss.generate_state(1)[0])
+        sim = simulate_survey(_field_config(rng, sim_seed, config.field_size, fwhm_range or config.fwhm_range))
+        parts.append(field_samples(sim, experts, threshold=threshold))
+        if progress:
+            print(f"  split {split} field {i + 1}/{n_fields}: FWHM {sim.truth.meta['config']['fwhm_px']:.2f} px, "
+                  f"{len(parts[-1])} detections", flush=True)
+    return GateSamples.concat(parts)
+
+
+def _tensors(s: GateSamples, mean: np.ndarray, std: np.ndarray):
+    x = torch.from_numpy(((s.physics - mean) / std).astype(np.float32))
+    ev = {k: torch.from_numpy(v.astype(np.float32)) for k, v in s.evidence.items()}
+    return x, ev, torch.from_numpy(s.labels.astype(np.int64))
+
+
+def train_gate(config: GateTrainConfig = GateTrainConfig(), *, out: str | Path | None = None,
+               progress: bool = True) -> GateModel:
+    """Simulate, train, calibrate (temperature) and save the gate with its calibration split."""
+    t0 = time.perf_counter()
+    out = Path(out) if out is not None else DEFAULT_GATE_WEIGHTS
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(config.threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        train = simulate_samples(config, 0, config.n_train_fields, progress=progress)
+        calib = simulate_samples(config, 1, config.n_calibration_fields, progress=progress)
+        test = simulate_samples(config, 2, config.n_test_fields, progress=progress) if config.n_test_fields else None
+        t_data = time.perf_counter() - t0
+        torch.manual_seed(config.seed)
+        mean = train.physics.mean(axis=0)
+        std = train.physics.std(axis=0) + 1e-6
+        sizes = {k: v.shape[1] for k, v in train.evidence.items()}
+        net = GateNet(train.physics.shape[1], sizes)
+        x, ev, y = _tensors(train, mean, std)
+        counts = np.bincount(train.labels, minlength=len(GATE_CLASSES)).astype(float)
+        weight = torch.tensor(len(train) / (len(GATE_CLASSES) * np.maximum(counts, 1.0)), dtype=torch.float32)
+        opt = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs)
+        gen = torch.Generator().manual_seed(config.seed)
+        for epoch in range(config.epochs):
+            net.train()
+            order = torch.randperm(len(y), generator=gen)
+            total = 0.0
+            for start in range(0, len(y), config.batch_size):
+                idx = order[start : start + config.batch_size]
+                log_p, _, _ = net(x[idx], {k: v[idx] for k, v in ev.items()})
+                loss = torch.nn.functional.nll_loss(log_p, y[idx], weight=weight)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+            sched.step()
+            if progress and (epoch + 1) % 10 == 0:
+                print(f"  epoch {epoch + 1}/{config.epochs}: loss {total / len(y):.4f}", flush=True)
+        net.eval()
+        model = GateModel(net, mean.astype(np.float32), std.astype(np.float32), 1.0, tuple(config.fwhm_range),
+                          {"evidence_sizes": sizes})
+        # calibration split: temperature, then the scores/errors/strata the triage thresholds are fitted on
+        probs_c, _, _ = gate_predict(model, calib.physics, calib.evidence, calibrated=False)
+        model.temperature = fit_temperature(np.log(np.clip(probs_c, 1e-12, 1.0)), calib.labels)
+        probs_c, _, _ = gate_predict(model, calib.physics, calib.evidence)
+        conf_c = probs_c.max(axis=1)
+        wrong_c = probs_c.argmax(axis=1) != calib.labels
+        metrics: dict[str, Any] = {
+            "n_train": len(train), "n_calibration": len(calib),
+            "train_class_counts": dict(zip(GATE_CLASSES, counts.astype(int).tolist())),
+            "temperature": model.temperature,
+            "calibration_accuracy": float(1.0 - wrong_c.mean()),
+            "calibration_ece": float(expected_calibration_error(conf_c, ~wrong_c)),
+        }
+        if test is not None:
+            probs_t, _, _ = gate_predict(model, test.physics, test.evidence)
+            pred = probs_t.argmax(axis=1)
+            metrics["test_accuracy"] = float(np.mean(pred == test.labels))
+            metrics["test_ece"] = float(expected_calibration_error(probs_t.max(axis=1), pred == test.labels))
+            metrics["test_per_class_recall"] = {
+                c: float(np.mean(pred[test.labels == k] == k)) if np.any(test.labels == k) else float("nan")
+                for k, c in enumerate(GATE_CLASSES)
+            }
+            chosen = np.array([GATE_CLASSES.index(k) if k in GATE_CLASSES else 3 for k in test.chosen_kind])
+            metrics["test_accuracy_fusion_precedence"] = float(np.mean(chosen == test.labels))
+        model.metadata.update(
+            {
+                "config": config.to_dict(),
+                "metrics": metrics,
+                "classes": list(GATE_CLASSES),
+                "experts": list(net.experts),
+                "torch": torch.__version__,
+                "calibration": {
+                    "scores": conf_c.round(6).tolist(),
+                    "errors": wrong_c.astype(int).tolist(),
+                    "strata": fwhm_stratum(calib.fwhm).tolist(),
+                },
+                "seconds": {"data": t_data, "total": time.perf_counter() - t0},
+            }
+        )
+        model.save(out)
+        _write_card(out.with_name("GATE_MODEL_CARD.md"), model)
+        return model
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _write_card(path: Path, model: GateModel) -> None:
+    m = model.metadata["metrics"]
+    cfg = model.metadata["config"]
+    lines = [
+        "# Model card: the gate `gate_v1`",
+        "",
+        "A mixture of per-expert heads weighted by a gating network (`moe_imaging.gate.GateNet`,",
+        f"{sum(p.numel() for p in model.net.parameters())} parameters) that turns the experts' evidence and the",
+        "physics of each fused detection into probabilities over " + ", ".join(GATE_CLASSES) + ".",
+        "",
+        "## Reproduce",
+        "",
+        "```",
+        f"moe-imaging train gate --seed {cfg['seed']}",
+        "```",
+        "",
+        f"torch {model.metadata['torch']}, {cfg['threads']} threads, deterministic algorithms; the same seed",
+        "gives the same weights on the same machine and library versions.",
+        f"Simulation {model.metadata['seconds']['data']:.0f} s, total {model.metadata['seconds']['total']:.0f} s.",
+        "",
+        "## Data recipe",
+        "",
+        f"- {cfg['n_train_fields']} training, {cfg['n_calibration_fields']} calibration and {cfg['n_test_fields']} test "
+        f"fields of {cfg['field_size']}^2 px (`moe_imaging.gate_train`; disjoint seeds).",
+        f"- PSF FWHM log-uniform in {cfg['fwhm_range']} px; Moffat (beta 2.5-5) or Kolmogorov (30 %).",
+        "- All survey experts run on each field, fused, and every expert scores every fused row.",
+        "- Labels from the truth table; detections matching no real object are `artifact`.",
+        f"- Training rows: {m['n_train']} ({m['train_class_counts']}); calibration rows: {m['n_calibration']}.",
+        "",
+        "## Calibration (the calibration split, never used for training)",
+        "",
+        f"Temperature {m['temperature']:.3f}; accuracy {m['calibration_accuracy']:.3f}; "
+        f"ECE {m['calibration_ece']:.4f}. The split's confidences, errors and strata are stored in the",
+        "weights file so the certified triage thresholds are refitted for any risk level.",
+        "",
+    ]
+    if "test_accuracy" in m:
+        lines += [
+            "## Test fields",
+            "",
+            f"Accuracy {m['test_accuracy']:.3f} (the fusion's physics precedence alone: "
+            f"{m['test_accuracy_fusion_precedence']:.3f}); ECE {m['test_ece']:.4f}.",
+            "",
+            "| class | recall |",
+            "| --- | ---: |",
+            *[f"| {c} | {v:.3f} |" for c, v in m["test_per_class_recall"].items()],
+            "",
+        ]
+    lines += [
+        "## Limits",
+        "",
+        f"- Trained for FWHM {cfg['fwhm_range']} px and sidereal survey exposures; outside that range the",
+        "  triage sends detections to review (their stratum is not certified).",
+        "- Simulated fields only; real data can differ (PSF wings, galaxy morphologies, artifacts).",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+    (path.parent / "gate_v1_metrics.json").write_text(json.dumps(m, indent=2, default=float))

@@ -1,0 +1,150 @@
+"""The gate: features, the mixture network, decisions with reasons, training end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from astropy.table import Table
+
+from moe_imaging.experts import make_expert
+from moe_imaging.flags import MaskBit
+from moe_imaging.fusion import fuse
+from moe_imaging.gate import (
+    DECISIONS,
+    EVIDENCE,
+    GATE_CLASSES,
+    PHYSICS_FEATURES,
+    GateNet,
+    apply_gate,
+    evidence_features,
+    load_gate,
+    physics_features,
+    score_candidates,
+    triage_stratum,
+)
+from moe_imaging.gate_train import GateTrainConfig, fwhm_stratum, train_gate
+from moe_imaging.psf import moffat_psf
+from moe_imaging.simulate import SurveySimConfig, simulate_survey
+from moe_imaging.tile import Tile
+
+
+def _field(fwhm=3.0, seed=91, size=384):
+    sim = simulate_survey(SurveySimConfig(size=size, seed=seed, fwhm_px=fwhm, star_density=600.0, n_streaks=8.0,
+                                          cosmic_ray_density=80.0))
+    cfg = sim.truth.meta["config"]
+    var = sim.sky / cfg["gain"] + (cfg["rdnoise"] / cfg["gain"]) ** 2
+    mask = np.where(sim.image >= cfg["saturate"], np.uint16(MaskBit.SATURATED), np.uint16(0))
+    tile = Tile(image=sim.image - sim.sky, variance=var, mask=mask, background=sim.sky, psf=moffat_psf(fwhm))
+    experts = [make_expert(n) for n in EVIDENCE]
+    fused = fuse({e.name: e.propose(tile) for e in experts}, radius=max(1.5, fwhm))
+    return sim, tile, experts, fused
+
+
+def test_network_weights_are_a_distribution_and_silent_experts_get_none() -> None:
+    torch.manual_seed(0)
+    sizes = {name: len(cols) + 1 for name, cols in EVIDENCE.items()}
+    net = GateNet(len(PHYSICS_FEATURES), sizes)
+    n = 7
+    evidence = {k: torch.randn(n, v) for k, v in sizes.items()}
+    evidence["streak"][:, -1] = 1.0  # the streak expert said nothing
+    log_p, w, per = net(torch.randn(n, len(PHYSICS_FEATURES)), evidence)
+    assert log_p.shape == (n, len(GATE_CLASSES)) and per.shape == (n, len(sizes), len(GATE_CLASSES))
+    assert torch.allclose(log_p.exp().sum(1), torch.ones(n), atol=1e-5)
+    assert torch.allclose(w.sum(1), torch.ones(n), atol=1e-5)
+    assert float(w[:, net.experts.index("streak")].max().detach()) < 1e-4
+
+
+def test_features_for_empty_and_sparse_tables() -> None:
+    assert physics_features(Table({"x": [], "y": []}), psf_fwhm=3.0).shape == (0, len(PHYSICS_FEATURES))
+    table = Table({"x": [10.0, 20.0], "y": [5.0, 6.0], "snr": [7.0, np.nan]})
+    feats = physics_features(table, psf_fwhm=3.0)
+    assert feats.shape == (2, len(PHYSICS_FEATURES)) and np.all(np.isfinite(feats))
+    ev = evidence_features(Table({"point_snr": [5.0, np.nan]}))
+    assert set(ev) == set(EVIDENCE)
+    assert ev["point"][1, -1] == 1.0 and ev["point"][0, -1] == 1.0  # point_sharpness missing
+    assert ev["learned"][:, -1].tolist() == [1.0, 1.0]
+
+
+def test_every_expert_scores_every_fused_row() -> None:
+    _, tile, experts, fused = _field()
+    ev = score_candidates(tile, fused, experts)
+    assert len(ev) == len(fused) > 50
+    for cols in EVIDENCE.values():
+        for col in cols:
+            assert col in ev.colnames
+    assert np.isfinite(np.asarray(ev["point_snr"])).mean() > 0.9
+    partial = score_candidates(tile, fused, [experts[0]])
+    assert np.all(np.isnan(np.asarray(partial["extended_snr"])))
+
+
+def test_strata() -> None:
+    assert list(fwhm_stratum([2.0, 3.0, 5.0])) == ["survey:fwhm<2.5", "survey:fwhm2.5-4", "survey:fwhm>=4"]
+    assert triage_stratum(np.array([9.0]), (1.5, 6.0))[0] == "survey:fwhm-outside-training-range"
+
+
+@pytest.fixture(scope="module")
+def tiny_gate(tmp_path_factory):
+    """A gate trained end to end on tiny fields (the shipped one is made the same way, larger)."""
+    out = tmp_path_factory.mktemp("gate") / "gate_tiny.pt"
+    cfg = GateTrainConfig(seed=5, n_train_fields=1, n_calibration_fields=1, n_test_fields=0, field_size=256, epochs=3)
+    train_gate(cfg, out=out, progress=False)
+    return out
+
+
+def test_training_writes_a_loadable_gate_with_its_calibration_split(tiny_gate) -> None:
+    model = load_gate(tiny_gate)
+    cal = model.metadata["calibration"]
+    assert len(cal["scores"]) == len(cal["errors"]) == len(cal["strata"]) > 10
+    assert model.temperature > 0
+    assert (tiny_gate.parent / "GATE_MODEL_CARD.md").exists()
+
+
+def test_decisions_have_reasons_and_unknown_psfs_go_to_review(tiny_gate) -> None:
+    sim, tile, experts, fused = _field()
+    fused["psf_fwhm"] = 3.0
+    ev = score_candidates(tile, fused, experts)
+    out = apply_gate(fused, ev, psf_fwhm=3.0, threshold=4.9, weights=tiny_gate, min_count=1)
+    assert set(np.asarray(out["decision"]).astype(str)) <= set(DECISIONS)
+    probs = np.column_stack([np.asarray(out[f"p_{c}"]) for c in GATE_CLASSES])
+    assert np.allclose(probs.sum(1), 1.0, atol=1e-6)
+    assert np.allclose(np.asarray(out["confidence"]), probs.max(1))
+    review = np.asarray(out["decision"]).astype(str) == "review"
+    reasons = np.asarray(out["review_reason"]).astype(str)
+    assert np.all((reasons != "") == review)
+    assert all("expert" in r for r in np.asarray(out["gate_reason"]).astype(str))
+    # a PSF far outside the training range: nothing is decided automatically
+    fused["psf_fwhm"] = 12.0
+    far = apply_gate(fused, ev, psf_fwhm=12.0, threshold=4.9, weights=tiny_gate, min_count=1)
+    assert set(np.asarray(far["decision"]).astype(str)) == {"review"}
+    assert all("outside-training-range" in r for r in np.asarray(far["review_reason"]).astype(str))
+
+
+def test_config_errors_name_the_key() -> None:
+    from moe_imaging.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="gate.fwhm_range"):
+        GateTrainConfig(fwhm_range=(5.0, 2.0))
+    with pytest.raises(ConfigError, match="gate.n_train_fields"):
+        GateTrainConfig(n_train_fields=0)
+
+
+def test_guarantee_holds_under_repeated_draws_of_simulated_detections() -> None:
+    """The shipped gate's calibration split (simulated fields) re-split 100 times: the error among
+    auto-decided held-out detections exceeds alpha in at most about delta of the draws."""
+    from moe_imaging.calibrate import fit_stratified_triage
+
+    cal = load_gate().metadata["calibration"]
+    s, e, k = np.asarray(cal["scores"]), np.asarray(cal["errors"], bool), np.asarray(cal["strata"])
+    rng = np.random.default_rng(0)
+    alpha, delta = 0.02, 0.1
+    exceed, coverage = [], []
+    for _ in range(100):
+        idx = rng.permutation(len(s))
+        c, t = idx[: len(idx) // 2], idx[len(idx) // 2 :]
+        auto, _ = fit_stratified_triage(s[c], e[c], k[c], alpha=alpha, delta=delta).decide(s[t], k[t])
+        coverage.append(auto.mean())
+        if auto.any():
+            exceed.append(e[t][auto].mean() > alpha)
+    assert np.mean(coverage) > 0.3
+    assert np.mean(exceed) <= delta + 0.08  # binomial slack for 100 draws
