@@ -17,9 +17,10 @@ outside the training range (FWHM 9 px, split 4).  Prints:
   the fusion's physics precedence);
 * the out-of-range field: what is decided automatically there (nothing should
   be) and the error among it;
-* the guarantee under repeated draws: calibration and test items pooled,
-  re-split 200 times; how often the error among auto-decided test items
-  exceeds alpha (should be at most about delta).
+* the guarantee under repeated draws: thresholds refitted on 200 random
+  subsamples of the calibration split and applied to the fresh fields; how
+  often the error among auto-decided detections exceeds alpha (at most about
+  delta, up to the test set's own sampling noise).
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     wrong = pred != test.labels
     strata = triage_stratum(test.fwhm, model.fwhm_range)
     cal = model.metadata["calibration"]
+    np.savez(out / "bench_gate_items.npz", confidence=conf, wrong=wrong, strata=strata, labels=test.labels,
+             fwhm=test.fwhm, snr=test.snr)
     results: dict = {"n_test": len(test), "n_calibration": len(cal["scores"]), "simulation_s": t_sim}
 
     print(f"gate on {args.fields} fresh fields ({len(test)} detections; FWHM 1.5-6 px), "
@@ -132,24 +135,25 @@ def main(argv: list[str] | None = None) -> int:
           f"automatically, all others to review ('{reasons[0] if reasons else ''}'); the gate's accuracy there "
           f"if it were forced to decide: {np.mean(~far_wrong):.3f}")
 
-    # the guarantee under repeated draws: pool calibration + test items of the in-range strata, re-split
+    # The guarantee under repeated draws: refit the thresholds on 200 random 80 % subsamples of the
+    # calibration split and measure the error among auto-decided detections of the fresh fields (a
+    # fixed, independent test set).  Re-splitting one pool would not do: its two halves are
+    # anti-correlated (a lucky calibration half leaves an unlucky test half).  A trial violates the
+    # guarantee when its auto-decided test error exceeds alpha; the guarantee bounds the
+    # unconditional frequency of that (trials that certify nothing cannot violate it) by about delta.
     rng = np.random.default_rng(0)
-    pool_s = np.concatenate([np.asarray(cal["scores"]), conf])
-    pool_e = np.concatenate([np.asarray(cal["errors"], bool), wrong])
-    pool_k = np.concatenate([np.asarray(cal["strata"]), strata])
-    exceed, cover = [], []
+    cs, ce, ck = np.asarray(cal["scores"]), np.asarray(cal["errors"], bool), np.asarray(cal["strata"])
+    violations, cover = [], []
     for _ in range(200):
-        idx = rng.permutation(len(pool_s))
-        c, t = idx[: len(idx) // 2], idx[len(idx) // 2 :]
-        tri = fit_stratified_triage(pool_s[c], pool_e[c], pool_k[c], alpha=0.01, delta=args.delta)
-        a, _ = tri.decide(pool_s[t], pool_k[t])
-        if a.any():
-            exceed.append(pool_e[t][a].mean() > 0.01)
+        sub = rng.choice(len(cs), size=int(0.8 * len(cs)), replace=False)
+        tri = fit_stratified_triage(cs[sub], ce[sub], ck[sub], alpha=0.02, delta=args.delta)
+        a, _ = tri.decide(conf, strata)
+        violations.append(bool(a.any() and wrong[a].mean() > 0.02))
         cover.append(a.mean())
-    results["repeated_draws"] = {"trials": 200, "exceed_fraction": float(np.mean(exceed)) if exceed else 0.0,
+    results["repeated_draws"] = {"trials": 200, "alpha": 0.02, "violation_fraction": float(np.mean(violations)),
                                  "mean_coverage": float(np.mean(cover))}
-    print(f"\nrepeated draws (200 random calibration/test splits of {len(pool_s)} detections, alpha 1 %): "
-          f"error > alpha in {np.mean(exceed) if exceed else 0.0:.3f} of trials (delta {args.delta}); "
+    print(f"\nrepeated draws (200 random 80 % calibration subsamples, alpha 2 %, thresholds applied to the "
+          f"fresh fields): error > alpha in {np.mean(violations):.3f} of trials (delta {args.delta}); "
           f"mean coverage {np.mean(cover):.3f}")
     (out / "bench_gate.json").write_text(json.dumps(results, indent=2, default=float))
     return 0

@@ -130,21 +130,22 @@ def test_config_errors_name_the_key() -> None:
 
 
 def test_guarantee_holds_under_repeated_draws_of_simulated_detections() -> None:
-    """The shipped gate's calibration split (simulated fields) re-split 100 times: the error among
-    auto-decided held-out detections exceeds alpha in at most about delta of the draws."""
+    """Thresholds refitted on 100 random subsamples of one part of the shipped gate's calibration
+    split (simulated fields) and applied to the other, fixed part: the error among auto-decided
+    detections exceeds alpha in at most about delta of the draws (unconditionally)."""
     from moe_imaging.calibrate import fit_stratified_triage
 
     cal = load_gate().metadata["calibration"]
     s, e, k = np.asarray(cal["scores"]), np.asarray(cal["errors"], bool), np.asarray(cal["strata"])
     rng = np.random.default_rng(0)
-    alpha, delta = 0.02, 0.1
-    exceed, coverage = [], []
+    order = rng.permutation(len(s))
+    pool, test = order[: int(0.6 * len(s))], order[int(0.6 * len(s)) :]
+    alpha, delta = 0.05, 0.1
+    violations, coverage = [], []
     for _ in range(100):
-        idx = rng.permutation(len(s))
-        c, t = idx[: len(idx) // 2], idx[len(idx) // 2 :]
-        auto, _ = fit_stratified_triage(s[c], e[c], k[c], alpha=alpha, delta=delta).decide(s[t], k[t])
+        sub = rng.choice(pool, size=int(0.8 * len(pool)), replace=False)
+        auto, _ = fit_stratified_triage(s[sub], e[sub], k[sub], alpha=alpha, delta=delta).decide(s[test], k[test])
         coverage.append(auto.mean())
-        if auto.any():
-            exceed.append(e[t][auto].mean() > alpha)
-    assert np.mean(coverage) > 0.3
-    assert np.mean(exceed) <= delta + 0.08  # binomial slack for 100 draws
+        violations.append(bool(auto.any() and e[test][auto].mean() > alpha))
+    assert np.mean(coverage) > 0.5
+    assert np.mean(violations) <= delta + 0.08  # binomial slack for 100 draws
