@@ -88,13 +88,13 @@ def test_round_trip_values_units_provenance(tmp_path, ext, flux_unit, catalog_fa
 
 @pytest.mark.parametrize("ext", EXTENSIONS)
 def test_extra_columns_kept(tmp_path, ext, catalog):
-    catalog["p_star"] = np.linspace(0, 1, len(catalog))
-    catalog["p_star"].description = "probability of star"
-    catalog["review_reason"] = ["", "low confidence", "", "edge", ""]
+    catalog["w_point"] = np.linspace(0, 1, len(catalog))
+    catalog["w_point"].description = "gate weight of the point expert"
+    catalog["gate_reason"] = ["", "low confidence", "", "edge", ""]
     read = read_catalog(write_catalog(catalog, tmp_path / f"cat{ext}"))
-    assert read.colnames == list(COLUMN_NAMES) + ["p_star", "review_reason"]
-    np.testing.assert_allclose(read["p_star"], catalog["p_star"])
-    assert list(read["review_reason"]) == list(catalog["review_reason"])
+    assert read.colnames == list(COLUMN_NAMES) + ["w_point", "gate_reason"]
+    np.testing.assert_allclose(read["w_point"], catalog["w_point"])
+    assert list(read["gate_reason"]) == list(catalog["gate_reason"])
 
 
 def test_parquet_multidim_extra_column(tmp_path, catalog):
