@@ -145,6 +145,11 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             f"in {time.perf_counter() - t0:.1f} s; {int((flags == 0).sum())} unflagged"
             + (f"; flagged: {by_flag}" if by_flag else "")
         )
+        decisions = Counter(str(d) for d in cat["decision"]) if "decision" in cat.colnames else Counter()
+        if sum(v for k, v in decisions.items() if k):
+            gate = cat.meta.get("gate", {})
+            print(f"gate (risk {gate.get('alpha', config.gate.alpha):.1%}): "
+                  + ", ".join(f"{decisions[k]} {k}" for k in ("accepted", "rejected", "review")))
         print(f"catalog: {path}")
     return 0
 
