@@ -82,8 +82,8 @@ class GateTrainConfig(Config):
     """How the shipped gate is made (see module docs)."""
 
     seed: int = 1
-    n_train_fields: int = 10
-    n_calibration_fields: int = 12
+    n_train_fields: int = 20
+    n_calibration_fields: int = 30
     n_test_fields: int = 4
     field_size: int = 512
     fwhm_range: tuple[float, float] = (1.5, 6.0)

@@ -85,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     tg.add_argument("--seed", type=int, default=None, help="random seed (default 1: the shipped gate)")
     tg.add_argument("--out", default=None, help="weights file (default: the shipped moe_imaging/models/gate_v1.pt)")
     tg.add_argument("--epochs", type=int, default=None, help="passes over the training rows (default 80)")
-    tg.add_argument("--train-fields", type=int, default=None, help="simulated training fields (default 10)")
-    tg.add_argument("--calibration-fields", type=int, default=None, help="simulated calibration fields (default 12)")
+    tg.add_argument("--train-fields", type=int, default=None, help="simulated training fields (default 20)")
+    tg.add_argument("--calibration-fields", type=int, default=None, help="simulated calibration fields (default 30)")
     tg.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
 
