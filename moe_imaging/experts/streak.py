@@ -1091,6 +1091,22 @@ def _seed_groups(search: _Search, config: StreakExpertConfig, psf: PSF) -> list[
     return out
 
 
+def _components(n: int, pairs: list[tuple[int, int]]) -> list[list[int]]:
+    """Connected components of ``range(n)`` linked by ``pairs``, each sorted, ordered by first member."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if not pairs:
+        return [[i] for i in range(n)]
+    i, j = np.asarray(pairs, dtype=np.int64).T
+    graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    groups: dict[int, list[int]] = {}
+    for k, lab in enumerate(labels):
+        groups.setdefault(int(lab), []).append(k)
+    return sorted(groups.values(), key=lambda g: g[0])
+
+
 def _merge_lines(lines: list, gap: float, width: float, angle_tol: float = math.radians(10.0)) -> list:
     """Join collinear seed groups (one trail seen in two angle bins, or cut by a masked star).
 
@@ -1106,14 +1122,7 @@ def _merge_lines(lines: list, gap: float, width: float, angle_tol: float = math.
     ux, uy = np.cos(ang), np.sin(ang)
     ex = np.stack([cx + lo * ux, cx + hi * ux], axis=1)  # (n, 2) end x
     ey = np.stack([cy + lo * uy, cy + hi * uy], axis=1)
-    parent = list(range(n))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    pairs = []
     for i in range(n):
         dang = np.abs((ang - ang[i] + 0.5 * math.pi) % math.pi - 0.5 * math.pi)
         dx, dy = ex - cx[i], ey - cy[i]
@@ -1123,15 +1132,10 @@ def _merge_lines(lines: list, gap: float, width: float, angle_tol: float = math.
         ok = (dang <= angle_tol) & np.all(np.abs(t) <= tol[:, None], axis=1)
         ok &= (s.max(axis=1) >= lo[i] - gap) & (s.min(axis=1) <= hi[i] + gap)
         ok[: i + 1] = False
-        for j in np.nonzero(ok)[0]:
-            ri, rj = root(i), root(int(j))
-            if ri != rj:
-                parent[max(ri, rj)] = min(ri, rj)
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(root(i), []).append(i)
+        pairs.extend((i, int(j)) for j in np.nonzero(ok)[0])
+    groups = _components(n, pairs)
     merged = []
-    for members in groups.values():
+    for members in groups:
         # the axis of the longest member; the others extend it
         members.sort(key=lambda m: -(lines[m][4] - lines[m][3]))
         line = lines[members[0]]
@@ -1364,32 +1368,22 @@ def stitch_streaks(
     x1, y1 = np.asarray(table["x1"], float), np.asarray(table["y1"], float)
     width = 1.5 * psf.fwhm
     gap = config.max_gap_fwhm * psf.fwhm
-    parent = list(range(n))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
     lines = []
     for i in range(n):
         ang = math.atan2(y1[i] - y0[i], x1[i] - x0[i])
         length = math.hypot(x1[i] - x0[i], y1[i] - y0[i])
         lines.append((x0[i], y0[i], ang, 0.0, length, 0.0, 0.0))
-    for i in range(n):
-        for j in range(i + 1, n):
-            if _collinear(lines[i], lines[j], gap, width) and _collinear(lines[j], lines[i], gap, width):
-                ri, rj = root(i), root(j)
-                if ri != rj:
-                    parent[max(ri, rj)] = min(ri, rj)
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(root(i), []).append(i)
+    pairs = [
+        (i, j)
+        for i in range(n)
+        for j in range(i + 1, n)
+        if _collinear(lines[i], lines[j], gap, width) and _collinear(lines[j], lines[i], gap, width)
+    ]
+    groups = _components(n, pairs)
     if len(groups) == n:
         return table
     keep_rows = []
-    for members in groups.values():
+    for members in groups:
         if len(members) == 1:
             keep_rows.append({c: table[c][members[0]] for c in table.colnames})
             continue
