@@ -76,6 +76,10 @@ def score_streaks(cat: Table | None, x, y, kind, truth: Table) -> dict:
         real = d <= radius[j]
     else:
         real = np.zeros(len(x), bool)
+    # so are detections on a saturated star's bleed trail (its column, beyond the core)
+    for row in truth[kinds == "saturated_star"]:
+        if row["bleed_y0"] >= 0:
+            real |= (np.abs(x - row["x"]) <= 2.0) & (y >= row["bleed_y0"] - 2) & (y <= row["bleed_y1"] + 2)
     one, frags = [], []
     for row in trails:
         on = _along(row, x, y) & ~real

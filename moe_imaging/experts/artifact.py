@@ -14,7 +14,8 @@ the prior instead of a tuned ratio:
   spread by the optics, does it easily;
 * too-sharp pixels are grown into their neighbours that stand ``grow_sigma``
   above the local median (a cosmic-ray track), and each connected group is
-  one artifact: ``cosmic_ray`` when it spans several pixels, ``hot_pixel``
+  one artifact: ``bleed`` when it touches saturated pixels (the unsaturated
+  end of a bleed trail), else ``cosmic_ray`` when it spans several pixels, ``hot_pixel``
   when it is a single pixel (one exposure cannot tell a single-pixel hit from
   a hot pixel; a stack of exposures can).
 
@@ -159,6 +160,7 @@ def find_artifacts(tile: Tile, *, config: ArtifactExpertConfig = ArtifactExpertC
     if seeds.any():
         # Work only around the seeds: a track is at most ~a dozen pixels long.
         reach = 12
+        saturated_all = (mask & np.uint16(MaskBit.SATURATED)) != 0
         ny, nx = img.shape
         zones = ndimage.maximum_filter(seeds.view(np.uint8), size=2 * reach + 1) > 0
         for zone_sl, _ in connected_regions(zones):
@@ -185,6 +187,14 @@ def find_artifacts(tile: Tile, *, config: ArtifactExpertConfig = ArtifactExpertC
                 err = float(np.sqrt(np.sum((sub_noise[sl] ** 2)[region])))
                 npix = int(region.sum())
                 ry, rx = np.nonzero(region)
+                # a too-sharp group touching saturated pixels is the unsaturated end of a bleed
+                # trail (or charge spilled beside a saturated core), not a cosmic ray
+                by, bx = ry + sl[0].start + y0, rx + sl[1].start + x0
+                touches_sat = any(
+                    saturated_all[np.clip(by + dy, 0, ny - 1), np.clip(bx + dx, 0, nx - 1)].any()
+                    for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                )
+                subtype = "bleed" if touches_sat else ("cosmic_ray" if npix > 1 else "hot_pixel")
                 w = np.clip(diff, 0, None)
                 wsum = w.sum() if w.sum() > 0 else 1.0
                 rows.append((
@@ -192,7 +202,7 @@ def find_artifacts(tile: Tile, *, config: ArtifactExpertConfig = ArtifactExpertC
                     float((ry * w).sum() / wsum + sl[0].start + y0 + oy),
                     gx, gy, flux, err, flux / err if err > 0 else np.nan, float(sharp[py + y0, px + x0]),
                     "artifact", "artifact", int(SourceFlag.TOO_SHARP),
-                    "cosmic_ray" if npix > 1 else "hot_pixel", npix, float(sharp[py + y0, px + x0]),
+                    subtype, npix, float(sharp[py + y0, px + x0]),
                 ))
     saturated = ((mask & np.uint16(MaskBit.SATURATED)) != 0) & ((mask & np.uint16(MaskBit.BAD)) == 0)
     if saturated.any():

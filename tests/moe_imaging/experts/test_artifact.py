@@ -71,6 +71,20 @@ def test_a_bright_well_sampled_star_is_never_too_sharp() -> None:
     assert len(find_artifacts(Tile.from_image(img, psf, noise=1.0))) == 0
 
 
+def test_the_end_of_a_bleed_trail_is_bleed_not_a_hot_pixel() -> None:
+    psf = moffat_psf(3.0)
+    img = np.random.default_rng(1).normal(0, 1, (64, 64))
+    mask = np.zeros(img.shape, np.uint16)
+    img[30:50, 20] = 6000.0  # a saturated column ...
+    mask[30:50, 20] = np.uint16(MaskBit.SATURATED)
+    img[29, 20] = 2600.0  # ... whose last pixel holds the remaining charge, below saturation
+    img[10, 45] = 300.0  # an ordinary hot pixel, far from any saturation
+    table = find_artifacts(Tile.from_image(img, psf, noise=1.0, mask=mask))
+    by_pixel = {(int(r["x_peak"]), int(r["y_peak"])): str(r["subtype"]) for r in table}
+    assert by_pixel[(20, 29)] == "bleed"
+    assert by_pixel[(45, 10)] == "hot_pixel"
+
+
 def test_config_validation() -> None:
     with pytest.raises(ConfigError):
         ArtifactExpertConfig(sharp_sigma=1.0)
