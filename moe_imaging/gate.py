@@ -53,6 +53,8 @@ __all__ = [
     "gate_predict",
     "explain",
     "DECISIONS",
+    "FWHM_STRATA",
+    "fwhm_stratum",
     "triage_stratum",
     "apply_gate",
 ]
@@ -322,10 +324,20 @@ DECISIONS: tuple[str, ...] = ("accepted", "rejected", "review")
 decided automatically; ``review``: a human decides."""
 
 
+FWHM_STRATA: tuple[float, ...] = (2.5, 4.0)
+"""Edges (px) of the PSF-size strata of the triage thresholds."""
+
+
+def fwhm_stratum(fwhm: np.ndarray | float, mode: str = "survey") -> np.ndarray:
+    """The triage stratum of each detection: mode and PSF-size bin, e.g. ``"survey:fwhm<2.5"``."""
+    f = np.atleast_1d(np.asarray(fwhm, dtype=float))
+    lo, hi = FWHM_STRATA
+    names = np.where(f < lo, f"fwhm<{lo:g}", np.where(f < hi, f"fwhm{lo:g}-{hi:g}", f"fwhm>={hi:g}"))
+    return np.char.add(f"{mode}:", names.astype(str))
+
+
 def triage_stratum(psf_fwhm: np.ndarray, fwhm_range: tuple[float, float], mode: str = "survey") -> np.ndarray:
     """The stratum of each detection; a PSF outside the trained range is its own, never certified, stratum."""
-    from .gate_train import fwhm_stratum
-
     f = np.asarray(psf_fwhm, dtype=float)
     strata = fwhm_stratum(f, mode)
     outside = ~((f >= fwhm_range[0]) & (f <= fwhm_range[1]))

@@ -52,6 +52,7 @@ from .gate import (
     GateModel,
     GateNet,
     evidence_features,
+    fwhm_stratum,
     gate_predict,
     physics_features,
     score_candidates,
@@ -60,22 +61,10 @@ from .psf import moffat_psf
 from .simulate import SurveySimConfig, simulate_survey
 from .tile import Tile
 
-__all__ = ["GateTrainConfig", "GateSamples", "simulate_samples", "fwhm_stratum", "train_gate", "GATE_EXPERTS"]
+__all__ = ["GateTrainConfig", "GateSamples", "simulate_samples", "train_gate", "GATE_EXPERTS"]
 
 GATE_EXPERTS: tuple[str, ...] = tuple(EVIDENCE)
 """The experts run to make the gate's training data (all survey experts)."""
-
-FWHM_STRATA: tuple[float, ...] = (2.5, 4.0)
-"""Edges (px) of the PSF-size strata of the triage thresholds."""
-
-
-def fwhm_stratum(fwhm: np.ndarray | float, mode: str = "survey") -> np.ndarray:
-    """The triage stratum of each detection: mode and PSF-size bin, e.g. ``"survey:fwhm<2.5"``."""
-    f = np.atleast_1d(np.asarray(fwhm, dtype=float))
-    lo, hi = FWHM_STRATA
-    names = np.where(f < lo, f"fwhm<{lo:g}", np.where(f < hi, f"fwhm{lo:g}-{hi:g}", f"fwhm>={hi:g}"))
-    return np.char.add(f"{mode}:", names.astype(str))
-
 
 @dataclasses.dataclass(frozen=True)
 class GateTrainConfig(Config):

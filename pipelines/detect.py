@@ -233,10 +233,12 @@ def detect_image(
         threshold = config.point.detection_threshold(psf)
     local = None
     halo = halo_for(psf, experts)
+    scorers = []
     if mode == "survey" and config.gate.enabled:  # the scoring pass runs every survey expert
         from moe_imaging.gate import EVIDENCE
 
-        halo = max(halo, halo_for(psf, [make_expert(n, _expert_config(n, config, exposure)) for n in EVIDENCE]))
+        scorers = [make_expert(n, _expert_config(n, config, exposure)) for n in EVIDENCE]
+        halo = max(halo, halo_for(psf, scorers))
     if mode == "survey" and config.psf.vary:
         # each tile may get its own PSF, up to vary_max_ratio times wider: size the halo for that
         local = LocalPSF(config.psf.estimate_min_snr, config.psf.vary_min_stars, config.psf.vary_max_ratio)
@@ -249,7 +251,7 @@ def detect_image(
     else:
         table = fuse(per_expert, radius=max(1.5, psf.fwhm))
     if mode == "survey" and config.gate.enabled:
-        table = _gate(table, exposure, tiles, psf, background, config, threshold, progress, sched)
+        table = _gate(table, exposure, tiles, psf, background, scorers, config, threshold, progress, sched)
     catalog = _to_catalog(table, exposure)
     provenance = make_provenance(
         input_path=exposure.path,
@@ -278,11 +280,10 @@ def detect_image(
     return DetectionResult(catalog=catalog, provenance=provenance, psf=psf, background=background, exposure=exposure)
 
 
-def _gate(table, exposure, tiles, psf, background, config, threshold, progress, sched) -> Table:
+def _gate(table, exposure, tiles, psf, background, scorers, config, threshold, progress, sched) -> Table:
     """Score every row by every survey expert, then the gate's calibrated decision (see GateConfig)."""
-    from moe_imaging.gate import EVIDENCE, apply_gate
+    from moe_imaging.gate import apply_gate
 
-    scorers = [make_expert(name, _expert_config(name, config, exposure)) for name in EVIDENCE]
     evidence = score_tiles(exposure, tiles, psf, background, scorers, table, progress=progress, **sched)
     gate = config.gate
     try:

@@ -366,15 +366,12 @@ def _shift_sum(field: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 def _kernel_norm(psf_b: np.ndarray, offsets: np.ndarray) -> float:
     """``sqrt(sum K^2 / sum P^2)`` for the kernel ``K = sum_k P(. - offset_k)``."""
-    h = psf_b.shape[0] // 2
-    r = int(np.abs(offsets).max()) if len(offsets) else 0
-    k = np.zeros((2 * (h + r) + 1,) * 2)
-    for dy, dx in offsets:
-        k[r + dy : r + dy + 2 * h + 1, r + dx : r + dx + 2 * h + 1] += psf_b
+    k = _kernel_image(psf_b, offsets)
     return float(math.sqrt((k * k).sum() / (psf_b * psf_b).sum()))
 
 
 def _kernel_image(psf_b: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The segment kernel ``K = sum_k P(. - offset_k)`` on a grid holding all of it."""
     h = psf_b.shape[0] // 2
     r = int(np.abs(offsets).max()) if len(offsets) else 0
     k = np.zeros((2 * (h + r) + 1,) * 2)
@@ -542,10 +539,6 @@ class _Fit:
     s1: float
     amp: float
     amp_err: float
-    lo_data: float  # the fit window along the line, limited by the tile's pixels
-    hi_data: float
-    lo_image_edge: bool  # the window's end is the image's edge (not a tile's)
-    hi_image_edge: bool
     det_snr: float
     fill: float  # median of the profile inside the trail over the fitted amplitude (1 for a uniform trail)
     chi2: float  # robust reduced chi-square of the trail model
@@ -652,6 +645,26 @@ class _Edge:
         return np.where(inside, self.lsf_v[idx], 0.0)
 
 
+def _worst_part(pos, num, den, s0: float, s1: float, amp: float, psf: PSF) -> float:
+    """The most significant shortfall of a part of ``[s0, s1)`` below half the amplitude, in sigma.
+
+    The stretch is cut into up to 8 parts of at least ``2 FWHM``; each part's
+    amplitude is ``sum(num) / sum(den)`` over the samples at ``pos`` in it (a
+    weighted mean with inverse-variance weights ``den``), its error
+    ``1 / sqrt(sum(den))``.  Two stars a segment filter joined leave an empty
+    part (very negative); a uniform trail does not.  0 when nothing is inside.
+    """
+    n_parts = int(max(1, min(8, (s1 - s0) // max(2.0 * psf.fwhm, 4.0))))
+    inside = (pos >= s0) & (pos < s1)
+    k = np.minimum(((pos[inside] - s0) / (s1 - s0) * n_parts).astype(int), n_parts - 1)
+    part_num = np.bincount(k, num[inside], n_parts)
+    part_den = np.bincount(k, den[inside], n_parts)
+    ok = part_den > 0
+    if not ok.any():
+        return 0.0
+    return float(np.min((part_num[ok] / part_den[ok] - 0.5 * amp) * np.sqrt(part_den[ok])))
+
+
 def _profile_test(
     tile: Tile, bad: np.ndarray, cx, cy, angle, s_lo, s_hi, fit_lo, fit_hi, psf: PSF, lsf, config: StreakExpertConfig,
     threshold: float,
@@ -707,12 +720,7 @@ def _profile_test(
     snr = float(amp * math.sqrt(np.sum(w)))
     if snr < 0.7 * threshold:
         return False
-    n_chunks = int(max(1, min(8, (s1 - s0) // max(2.0 * psf.fwhm, 4.0))))
-    kk = np.minimum(((sc[inside] - s0) / (s1 - s0) * n_chunks).astype(int), n_chunks - 1)
-    cn = np.bincount(kk, prof[inside] * w, n_chunks)
-    cd = np.bincount(kk, w, n_chunks)
-    okc = cd > 0
-    gap = np.min((cn[okc] / cd[okc] - 0.5 * amp) * np.sqrt(cd[okc]))
+    gap = _worst_part(sc, prof / perr**2, 1.0 / perr**2, s0, s1, amp, psf)
     if gap < -2.0 * config.gap_sigma:
         return False
     # as wide as the PSF across, and standing out from a local background plane (the seed line
@@ -952,17 +960,7 @@ def _fit_trail(tile: Tile, bad: np.ndarray, cx, cy, angle, s_lo, s_hi, fit_lo, f
             fill = float(np.median(num[ok] / den[ok]) / amp)
     # gap: the most significant shortfall of a part of the trail below half the amplitude
     # (two stars a segment filter joined leave an empty middle; a trail does not)
-    gap = 0.0
-    length = s1 - s0
-    if length > 0 and amp > 0:
-        n_chunks = int(max(1, min(8, length // max(2.0 * psf.fwhm, 4.0))))
-        inside = (sr >= s0) & (sr < s1)
-        kk = np.minimum(((sr[inside] - s0) / length * n_chunks).astype(int), n_chunks - 1)
-        num = np.bincount(kk, v[inside] * g[inside] * ivar[inside], n_chunks)
-        den = np.bincount(kk, g[inside] ** 2 * ivar[inside], n_chunks)
-        ok = den > 0
-        if ok.any():
-            gap = float(np.min((num[ok] / den[ok] - 0.5 * amp) * np.sqrt(den[ok])))
+    gap = _worst_part(sr, v * g * ivar, g * g * ivar, s0, s1, amp, psf) if s1 > s0 and amp > 0 else 0.0
     r = resid(res.x)[keep]
     chi2 = float(np.median(r * r) / 0.455)
     # width across the trail, in units of the PSF's: the scale of the line-spread function that
@@ -973,7 +971,7 @@ def _fit_trail(tile: Tile, bad: np.ndarray, cx, cy, angle, s_lo, s_hi, fit_lo, f
     # contrast: the trail's amplitude over a local background plane across it, fitted over a
     # band twice as wide (a line drawn along the wing of a galaxy or a bright star has none)
     contrast = _local_contrast(tile, bad, pcx, pcy, fux, fuy, s0 + 2 * sigma, s1 - 2 * sigma, psf, lsf, amp)
-    return _Fit(pcx, pcy, fux, fuy, s0, s1, amp, amp_err, fit_lo, fit_hi, False, False, det_snr, fill, chi2, gap, width, contrast)
+    return _Fit(pcx, pcy, fux, fuy, s0, s1, amp, amp_err, det_snr, fill, chi2, gap, width, contrast)
 
 
 def _window(tile: Tile, cx, cy, ux, uy, s_lo, s_hi, margin) -> tuple[float, float, bool, bool]:
@@ -1271,8 +1269,7 @@ def find_streaks(tile: Tile, *, config: StreakExpertConfig = StreakExpertConfig(
             or fit.contrast < config.min_contrast
         ):
             continue
-        fitted = (fit.cx, fit.cy, math.atan2(fit.uy, fit.ux) % math.pi, fit.s0 * _sign(fit), fit.s1 * _sign(fit))
-        fitted = (fit.cx, fit.cy, fitted[2], min(fitted[3], fitted[4]), max(fitted[3], fitted[4]))
+        fitted = _as_line(fit)
         mid = fit.point(0.5 * (fit.s0 + fit.s1))
         if any(_collinear(a, fitted, 0.0, width) or _collinear(fitted, a, 0.0, width) for a in accepted) or any(
             _on_line(a, mid[0], mid[1], 2.0 * width) for a in accepted
@@ -1314,9 +1311,12 @@ def find_streaks(tile: Tile, *, config: StreakExpertConfig = StreakExpertConfig(
     return out
 
 
-def _sign(fit: _Fit) -> float:
-    """+1 when the fit's direction is the one its folded angle in [0, pi) points to, else -1."""
-    return 1.0 if math.atan2(fit.uy, fit.ux) >= 0 and math.atan2(fit.uy, fit.ux) < math.pi else -1.0
+def _as_line(fit: _Fit) -> tuple[float, float, float, float, float]:
+    """The fitted trail as ``(cx, cy, angle in [0, pi), s_lo, s_hi)``, the form the line tests take."""
+    angle = math.atan2(fit.uy, fit.ux)
+    sign = 1.0 if 0.0 <= angle < math.pi else -1.0  # folding the angle reverses the direction
+    a, b = fit.s0 * sign, fit.s1 * sign
+    return (fit.cx, fit.cy, angle % math.pi, min(a, b), max(a, b))
 
 
 def _flags(tile: Tile, x0, y0, x1, y1) -> int:

@@ -18,12 +18,13 @@ from moe_imaging.gate import (
     GateNet,
     apply_gate,
     evidence_features,
+    fwhm_stratum,
     load_gate,
     physics_features,
     score_candidates,
     triage_stratum,
 )
-from moe_imaging.gate_train import GateTrainConfig, fwhm_stratum, train_gate
+from moe_imaging.gate_train import GateTrainConfig, train_gate
 from moe_imaging.psf import moffat_psf
 from moe_imaging.simulate import SurveySimConfig, simulate_survey
 from moe_imaging.tile import Tile
