@@ -16,10 +16,12 @@ Expected faults (bad input, bad configuration) print one line,
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +35,21 @@ __all__ = ["main", "build_parser"]
 
 _EXIT_ERROR = 2
 
+COMMAND_MODULES: tuple[str, ...] = ("review.cli", "flows.cli", "catalogs.cli")
+"""Packages that add sub-commands: each has ``register(subparsers)``, whose
+parsers ``set_defaults(func=...)`` a function ``(args) -> exit code``."""
+
+
+def _command_modules() -> list[Any]:
+    modules = []
+    for name in COMMAND_MODULES:
+        try:
+            modules.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name not in (name, name.split(".")[0]):
+                raise
+    return modules
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
@@ -42,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"moe-imaging {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    for module in _command_modules():
+        module.register(sub)
 
     det = sub.add_parser("detect", help="detect sources on one image and write a catalog")
     det.add_argument("image", help="input image: FITS (survey mode) or TIFF/OME-TIFF (microscopy mode)")
@@ -266,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_simulate(args)
         if args.command == "train":
             return _cmd_train(args)
+        if getattr(args, "func", None) is not None:
+            return int(args.func(args))
     except MoeImagingError as exc:
         print(f"moe-imaging: error: {exc}", file=sys.stderr)
         return _EXIT_ERROR
