@@ -4,8 +4,39 @@ The schema (:data:`COLUMNS`) is the one source of truth for the catalog's
 columns, dtypes, units and descriptions.  :func:`write_catalog` and
 :func:`read_catalog` handle Parquet, FITS and ECSV (chosen by the file
 extension) with the provenance stored in the file's metadata.
+
+Many exposures' catalogs form one Parquet dataset (:mod:`catalogs.dataset`):
+:func:`write_exposure_catalog` adds one, :func:`open_catalog` reads a
+selection (columns and filters pushed down) as pandas, an astropy ``QTable``
+or an xarray ``Dataset``.  :mod:`catalogs.crossmatch` matches catalogs,
+:mod:`catalogs.export` writes FITS, VOTable, DS9 regions and HATS,
+:mod:`catalogs.analysis` evaluates against truth and labels, and
+:mod:`catalogs.plots` draws for notebooks (imported on demand: it needs
+matplotlib).
 """
 
+from .crossmatch import crossmatch, crossmatch_exposures, match_summary
+from .dataset import (
+    CATALOG_FILE,
+    PARTITION_COLUMNS,
+    CatalogFile,
+    catalog_path,
+    catalog_provenance,
+    list_catalogs,
+    open_catalog,
+    parse_filter,
+    partition_value,
+    write_exposure_catalog,
+)
+from .export import (
+    EXPORT_FORMATS,
+    export_catalog,
+    read_export,
+    write_ds9,
+    write_fits,
+    write_hats,
+    write_votable,
+)
 from .io import (
     CATALOG_FORMATS,
     catalog_format,
@@ -63,4 +94,24 @@ __all__ = [
     "flag_descriptions",
     "add_sky_coordinates",
     "pixel_to_icrs",
+    "CATALOG_FILE",
+    "PARTITION_COLUMNS",
+    "CatalogFile",
+    "partition_value",
+    "catalog_path",
+    "write_exposure_catalog",
+    "list_catalogs",
+    "catalog_provenance",
+    "parse_filter",
+    "open_catalog",
+    "crossmatch",
+    "crossmatch_exposures",
+    "match_summary",
+    "EXPORT_FORMATS",
+    "export_catalog",
+    "write_fits",
+    "write_votable",
+    "read_export",
+    "write_ds9",
+    "write_hats",
 ]

@@ -46,7 +46,7 @@ __all__ = [
     "validate",
 ]
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 """Version of the catalog schema, ``"major.minor"``.
 
 The major number changes when a column is removed, renamed or changes meaning
@@ -187,6 +187,8 @@ COLUMNS: tuple[Column, ...] = (
     _c("decision", "str", None,
        "gate: accepted / rejected (decided automatically under the certified risk) or review ('' without the gate)"),
     _c("review_reason", "str", None, "gate: why a human must review it, in words ('' when decided)"),
+    _c("triage_stratum", "str", None,
+       "gate: the certified-triage stratum (mode, PSF-size bin, crowding) whose thresholds decided the row"),
 )
 """The detection-catalog columns, in file order."""
 

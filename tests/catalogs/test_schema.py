@@ -27,6 +27,7 @@ EXPECTED = [
     "det_snr", "mag", "mag_err", "a", "b", "theta", "sharpness", "roundness",
     "background", "noise", "psf_fwhm", "kind", "subtype", "expert", "flags",
     "p_star", "p_galaxy", "p_streak", "p_artifact", "confidence", "decision", "review_reason",
+    "triage_stratum",
 ]
 
 
