@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_experts.py
 	$(BIN)/python benchmarks/bench_learned.py
 	$(BIN)/python benchmarks/bench_gate.py
+	$(BIN)/python benchmarks/bench_catalogs.py
 
 # issue 3's benchmark: every expert alone, their union and the peers (SEP, photutils,
 # scikit-image) on fresh simulated survey and microscopy fields, and the learned expert

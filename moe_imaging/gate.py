@@ -54,6 +54,8 @@ __all__ = [
     "explain",
     "DECISIONS",
     "FWHM_STRATA",
+    "CROWDED_BEAM_DENSITY",
+    "beam_density",
     "fwhm_stratum",
     "triage_stratum",
     "apply_gate",
@@ -327,19 +329,77 @@ decided automatically; ``review``: a human decides."""
 FWHM_STRATA: tuple[float, ...] = (2.5, 4.0)
 """Edges (px) of the PSF-size strata of the triage thresholds."""
 
+CROWDED_BEAM_DENSITY = 0.01
+"""Detections per PSF beam (per FWHM^2) above which a detection is ``crowded``.
 
-def fwhm_stratum(fwhm: np.ndarray | float, mode: str = "survey") -> np.ndarray:
-    """The triage stratum of each detection: mode and PSF-size bin, e.g. ``"survey:fwhm<2.5"``."""
+Confusion is a matter of beams, not pixels: at 0.01 detections per FWHM^2 about
+3 % of objects have a neighbour within one FWHM, and blends of two stars, or
+segments merging several objects, dominate the gate's errors.  Crowded and
+sparse detections are separate triage strata, so the easy sparse regime does
+not hide the hard crowded one (nor the other way round)."""
+
+
+def _unit_disc_points(n: int = 256) -> np.ndarray:
+    """``n`` points spread evenly over the unit disc (a Fibonacci lattice), shape ``(n, 2)``."""
+    k = np.arange(n) + 0.5
+    r = np.sqrt(k / n)
+    phi = k * np.pi * (3.0 - np.sqrt(5.0))
+    return np.column_stack([r * np.cos(phi), r * np.sin(phi)])
+
+
+def beam_density(x: np.ndarray, y: np.ndarray, fwhm: np.ndarray | float,
+                 shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Local density of detections, in detections per FWHM^2, around each detection.
+
+    Counts the *other* detections within ``R = max(50, 15 FWHM)`` px (a
+    scale over which a field's crowding is smooth but still local, e.g. a
+    cluster in an otherwise empty field) and divides by the disc's area in
+    units of ``FWHM^2``.  With the image ``shape`` ``(ny, nx)`` only the part
+    of the disc inside the image counts, so detections near an edge are not
+    taken for sparse ones.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    n = len(x)
+    f = np.broadcast_to(np.asarray(fwhm, dtype=float), (n,))
+    out = np.zeros(n)
+    ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(f) & (f > 0)
+    if ok.sum() < 2:
+        return out
+    radius = np.maximum(50.0, 15.0 * f[ok])
+    xy = np.column_stack([x[ok], y[ok]])
+    counts = np.array([len(v) - 1 for v in cKDTree(xy).query_ball_point(xy, radius)])
+    inside = np.ones(len(xy))
+    if shape is not None:
+        ny, nx = shape
+        px = xy[:, :1] + radius[:, None] * _unit_disc_points()[None, :, 0]
+        py = xy[:, 1:] + radius[:, None] * _unit_disc_points()[None, :, 1]
+        inside = np.clip(np.mean((px >= -0.5) & (px < nx - 0.5) & (py >= -0.5) & (py < ny - 0.5), axis=1), 0.1, 1.0)
+    out[ok] = counts / (np.pi * radius**2 * inside) * f[ok] ** 2
+    return out
+
+
+def fwhm_stratum(fwhm: np.ndarray | float, mode: str = "survey", density: np.ndarray | float | None = None) -> np.ndarray:
+    """The triage stratum of each detection: mode, PSF-size bin and crowding, e.g. ``"survey:fwhm<2.5:sparse"``.
+
+    ``density`` is :func:`beam_density`; without it the crowding part is left out.
+    """
     f = np.atleast_1d(np.asarray(fwhm, dtype=float))
     lo, hi = FWHM_STRATA
-    names = np.where(f < lo, f"fwhm<{lo:g}", np.where(f < hi, f"fwhm{lo:g}-{hi:g}", f"fwhm>={hi:g}"))
-    return np.char.add(f"{mode}:", names.astype(str))
+    names = np.where(f < lo, f"fwhm<{lo:g}", np.where(f < hi, f"fwhm{lo:g}-{hi:g}", f"fwhm>={hi:g}")).astype(str)
+    names = np.char.add(f"{mode}:", names)
+    if density is None:
+        return names
+    crowd = np.where(np.broadcast_to(np.asarray(density, dtype=float), f.shape) > CROWDED_BEAM_DENSITY,
+                     ":crowded", ":sparse")
+    return np.char.add(names, crowd.astype(str))
 
 
-def triage_stratum(psf_fwhm: np.ndarray, fwhm_range: tuple[float, float], mode: str = "survey") -> np.ndarray:
+def triage_stratum(psf_fwhm: np.ndarray, fwhm_range: tuple[float, float], mode: str = "survey",
+                   density: np.ndarray | None = None) -> np.ndarray:
     """The stratum of each detection; a PSF outside the trained range is its own, never certified, stratum."""
     f = np.asarray(psf_fwhm, dtype=float)
-    strata = fwhm_stratum(f, mode)
+    strata = fwhm_stratum(f, mode, density)
     outside = ~((f >= fwhm_range[0]) & (f <= fwhm_range[1]))
     return np.where(outside, f"{mode}:fwhm-outside-training-range", strata)
 
@@ -365,19 +425,24 @@ def apply_gate(
     min_count: int = 50,
     weights: str | Path | None = None,
     mode: str = "survey",
+    image_shape: tuple[int, int] | None = None,
 ) -> Table:
     """Add the gate's decision columns to a fused candidate table (a new table).
 
     Columns: ``kind`` (the gate's class), ``p_<class>`` for every class,
     ``confidence`` (the calibrated probability of that class), ``w_<expert>``
     (the gating weights), ``decision`` (:data:`DECISIONS`) and
-    ``review_reason`` (why a human is needed; empty otherwise) and
-    ``gate_reason`` (the two strongest opinions, always).
+    ``review_reason`` (why a human is needed; empty otherwise),
+    ``gate_reason`` (the two strongest opinions, always) and
+    ``triage_stratum`` (whose thresholds decided it).
 
     The certified triage (:mod:`moe_imaging.calibrate`) decides automatically
     only where, in the detection's stratum (PSF size bin), the calibration
     split certifies an error rate <= ``alpha`` with probability >= 1 - ``delta``;
-    a PSF outside the gate's training range is never decided automatically.
+    the strata are the PSF-size bin and the crowding (:func:`beam_density` of
+    the detections in ``table``, so pass the whole exposure's catalog, and the
+    exposure's ``image_shape`` so edges are not taken for sparse regions); a PSF
+    outside the gate's training range is never decided automatically.
     """
     path = Path(weights) if weights is not None else DEFAULT_GATE_WEIGHTS
     model = load_gate(path)
@@ -388,7 +453,8 @@ def apply_gate(
     kind = np.array([GATE_CLASSES[k] for k in probs.argmax(axis=1)], dtype="U16") if n else np.zeros(0, "U16")
     conf = probs.max(axis=1) if n else np.zeros(0)
     fwhm = np.asarray(out["psf_fwhm"], float) if "psf_fwhm" in out.colnames else np.full(n, psf_fwhm)
-    strata = triage_stratum(fwhm, model.fwhm_range, mode)
+    density = beam_density(_col(out, "x"), _col(out, "y"), fwhm, image_shape) if n else np.zeros(0)
+    strata = triage_stratum(fwhm, model.fwhm_range, mode, density)
     triage = _triage(str(path.resolve()), float(alpha), float(delta), int(min_count))
     auto, reasons = triage.decide(conf, strata) if n else (np.zeros(0, bool), [])
     snr = np.asarray(out["snr"], float) if "snr" in out.colnames else np.full(n, np.nan)
@@ -404,6 +470,7 @@ def apply_gate(
     out["review_reason"] = np.array([f"{r}; {g}" if not a else "" for a, r, g in zip(auto, reasons, why)],
                                     dtype=object).astype(str) if n else np.zeros(0, "U1")
     out["gate_reason"] = np.asarray(why, dtype=str) if n else np.zeros(0, "U1")
+    out["triage_stratum"] = strata.astype(str) if n else np.zeros(0, "U1")
     out.meta["gate"] = {"weights": path.name, "alpha": alpha, "delta": delta, "temperature": model.temperature,
                         "uncalibrated_strata": dict(triage.uncalibrated)}
     return out

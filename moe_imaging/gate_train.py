@@ -4,8 +4,13 @@ Recipe (all from :func:`moe_imaging.simulate.simulate_survey`, seeds in
 :class:`GateTrainConfig`):
 
 1. Fields with a PSF FWHM log-uniform in ``fwhm_range`` (Moffat of random
-   beta, or Kolmogorov), random sky and read noise, and raised densities of
-   every kind so each field carries plenty of examples.
+   beta, or Kolmogorov), random sky and read noise.  Training fields carry
+   raised densities of every kind (4-10x the default survey simulation), so
+   each field has plenty of examples and crowding.  Calibration and test
+   fields follow the distribution the certified triage is promised for:
+   ``calibration_field_size`` fields with densities 1-4x the default survey
+   (``calibration_density_scale``); crowded detections are their own triage
+   stratum (:func:`moe_imaging.gate.beam_density`).
 2. On each field every survey expert proposes candidates on the whole field
    as one tile (the PSF prior is what the pipeline would take from the
    header: a Moffat of the header FWHM); they are fused
@@ -52,10 +57,11 @@ from .gate import (
     GateModel,
     GateNet,
     evidence_features,
-    fwhm_stratum,
+    beam_density,
     gate_predict,
     physics_features,
     score_candidates,
+    triage_stratum,
 )
 from .psf import moffat_psf
 from .simulate import SurveySimConfig, simulate_survey
@@ -72,9 +78,12 @@ class GateTrainConfig(Config):
 
     seed: int = 1
     n_train_fields: int = 20
-    n_calibration_fields: int = 30
-    n_test_fields: int = 4
+    n_train_sparse_fields: int = 16
+    n_calibration_fields: int = 40
+    n_test_fields: int = 6
     field_size: int = 512
+    calibration_field_size: int = 1024
+    calibration_density_scale: tuple[float, float] = (0.125, 0.5)
     fwhm_range: tuple[float, float] = (1.5, 6.0)
     epochs: int = 80
     learning_rate: float = 3e-3
@@ -82,13 +91,20 @@ class GateTrainConfig(Config):
     threads: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("seed", "n_train_fields", "n_calibration_fields", "n_test_fields", "field_size", "epochs",
+        for name in ("seed", "n_train_fields", "n_train_sparse_fields", "n_calibration_fields", "n_test_fields", "field_size", "epochs",
                      "batch_size", "threads"):
             check_int(f"gate.{name}", getattr(self, name))
         check_range("gate.n_train_fields", self.n_train_fields, low=1, high=10000)
+        check_range("gate.n_train_sparse_fields", self.n_train_sparse_fields, low=0, high=10000)
         check_range("gate.n_calibration_fields", self.n_calibration_fields, low=1, high=10000)
         check_range("gate.n_test_fields", self.n_test_fields, low=0, high=10000)
         check_range("gate.field_size", self.field_size, low=128, high=8192)
+        check_int("gate.calibration_field_size", self.calibration_field_size)
+        check_range("gate.calibration_field_size", self.calibration_field_size, low=128, high=8192)
+        scale = tuple(float(v) for v in self.calibration_density_scale)
+        object.__setattr__(self, "calibration_density_scale", scale)
+        if len(scale) != 2 or not 0.0 < scale[0] <= scale[1] <= 4.0:
+            raise ConfigError(f"gate.calibration_density_scale: expected (low, high) within (0, 4], got {scale}")
         rng = tuple(self.fwhm_range)
         object.__setattr__(self, "fwhm_range", rng)
         if len(rng) != 2 or not 1.0 <= rng[0] < rng[1] <= 20.0:
@@ -108,6 +124,7 @@ class GateSamples:
     fwhm: np.ndarray
     snr: np.ndarray
     chosen_kind: np.ndarray  # the kind the physics precedence of the fusion picked
+    density: np.ndarray  # detections per FWHM^2 around each one (moe_imaging.gate.beam_density)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -121,18 +138,31 @@ class GateSamples:
             np.concatenate([p.fwhm for p in parts]),
             np.concatenate([p.snr for p in parts]),
             np.concatenate([p.chosen_kind for p in parts]),
+            np.concatenate([p.density for p in parts]),
         )
 
+    def strata(self, fwhm_range: tuple[float, float]) -> np.ndarray:
+        """The triage stratum of every sample (PSF-size bin and crowding)."""
+        return triage_stratum(self.fwhm, fwhm_range, "survey", self.density)
 
-def _field_config(rng: np.random.Generator, seed: int, size: int, fwhm_range) -> SurveySimConfig:
+
+def _field_config(rng: np.random.Generator, seed: int, size: int, fwhm_range,
+                  density_scale: tuple[float, float] = (1.0, 1.0)) -> SurveySimConfig:
+    """A random field.  At ``density_scale`` 1 the densities are raised 4-10x over the default survey
+    simulation (many examples per field, and crowding); the calibration fields draw a scale
+    log-uniformly in ``density_scale`` (0.125-0.5: 1-4x the default survey)."""
     fwhm = float(np.exp(rng.uniform(math.log(fwhm_range[0]), math.log(fwhm_range[1]))))
     kolmogorov = rng.uniform() < 0.3
+    beta = float(rng.uniform(2.5, 5.0))
+    sky = float(np.exp(rng.uniform(math.log(100), math.log(3000))))
+    rdnoise = float(rng.uniform(3.0, 8.0))
+    lo, hi = density_scale
+    scale = 1.0 if lo == hi == 1.0 else float(np.exp(rng.uniform(math.log(lo), math.log(hi))))
     return SurveySimConfig(
         size=size, seed=seed, fwhm_px=fwhm, psf_model="kolmogorov" if kolmogorov else "moffat",
-        moffat_beta=float(rng.uniform(2.5, 5.0)), sky_adu=float(np.exp(rng.uniform(math.log(100), math.log(3000)))),
-        rdnoise=float(rng.uniform(3.0, 8.0)), star_density=1200.0, galaxy_density=300.0, n_streaks=16.0,
-        cosmic_ray_density=150.0, hot_pixel_density=60.0, saturated_star_density=8.0, snr_range=(3.0, 1000.0),
-        galaxy_snr_range=(8.0, 300.0),
+        moffat_beta=beta, sky_adu=sky, rdnoise=rdnoise, star_density=1200.0 * scale, galaxy_density=300.0 * scale,
+        n_streaks=16.0 * scale, cosmic_ray_density=150.0 * scale, hot_pixel_density=60.0 * scale,
+        saturated_star_density=8.0 * scale, snr_range=(3.0, 1000.0), galaxy_snr_range=(8.0, 300.0),
     )
 
 
@@ -183,6 +213,8 @@ def field_samples(sim, experts, *, threshold: float) -> GateSamples:
     fused = fuse(proposals, radius=max(1.5, fwhm))
     fused["psf_fwhm"] = np.full(len(fused), fwhm)
     evidence = score_candidates(tile, fused, experts)
+    x = np.asarray(fused["x"], float) if len(fused) else np.zeros(0)
+    y = np.asarray(fused["y"], float) if len(fused) else np.zeros(0)
     return GateSamples(
         physics=physics_features(fused, psf_fwhm=fwhm, threshold=threshold),
         evidence=evidence_features(evidence),
@@ -190,23 +222,34 @@ def field_samples(sim, experts, *, threshold: float) -> GateSamples:
         fwhm=np.full(len(fused), fwhm),
         snr=np.nan_to_num(np.asarray(fused["snr"], float), nan=0.0),
         chosen_kind=np.asarray(fused["kind"]).astype(str),
+        density=beam_density(x, y, fwhm, sim.image.shape),
     )
 
 
 def simulate_samples(config: GateTrainConfig, split: int, n_fields: int, *, progress: bool = False,
-                     fwhm_range: tuple[float, float] | None = None) -> GateSamples:
-    """Labelled samples from ``n_fields`` fields of one split (0 train, 1 calibration, 2 test, 3+ benchmark)."""
+                     fwhm_range: tuple[float, float] | None = None, crowded: bool | None = None,
+                     start: int = 0) -> GateSamples:
+    """Labelled samples from ``n_fields`` fields of one split (0 train, 1 calibration, 2 test, 3+ benchmark).
+
+    The training split (and ``crowded=True``) uses ``field_size`` fields at the raised densities;
+    the others follow the calibration distribution (``calibration_field_size``,
+    ``calibration_density_scale``): what the certified triage assumes of the data it decides on.
+    Fields are numbered from ``start`` within the split (their seeds are ``[seed, split, i]``).
+    """
+    crowded = (split == 0) if crowded is None else crowded
+    size = config.field_size if crowded else config.calibration_field_size
+    scale = (1.0, 1.0) if crowded else config.calibration_density_scale
     experts = [make_expert(name) for name in GATE_EXPERTS]
     threshold = experts[0].config.detection_threshold(moffat_psf(3.0))
     parts = []
-    for i in range(n_fields):
+    for i in range(start, start + n_fields):
         ss = np.random.SeedSequence([config.seed, split, i])
         rng = np.random.default_rng(ss)
         sim_seed = int(ss.generate_state(1)[0])
-        sim = simulate_survey(_field_config(rng, sim_seed, config.field_size, fwhm_range or config.fwhm_range))
+        sim = simulate_survey(_field_config(rng, sim_seed, size, fwhm_range or config.fwhm_range, scale))
         parts.append(field_samples(sim, experts, threshold=threshold))
         if progress:
-            print(f"  split {split} field {i + 1}/{n_fields}: FWHM {sim.truth.meta['config']['fwhm_px']:.2f} px, "
+            print(f"  split {split} field {i + 1}/{start + n_fields}: FWHM {sim.truth.meta['config']['fwhm_px']:.2f} px, "
                   f"{len(parts[-1])} detections", flush=True)
     return GateSamples.concat(parts)
 
@@ -228,6 +271,10 @@ def train_gate(config: GateTrainConfig = GateTrainConfig(), *, out: str | Path |
     torch.use_deterministic_algorithms(True)
     try:
         train = simulate_samples(config, 0, config.n_train_fields, progress=progress)
+        if config.n_train_sparse_fields:  # training fields drawn like the calibration ones, after the crowded
+            train = GateSamples.concat([train, simulate_samples(config, 0, config.n_train_sparse_fields,
+                                                                progress=progress, crowded=False,
+                                                                start=config.n_train_fields)])
         calib = simulate_samples(config, 1, config.n_calibration_fields, progress=progress)
         test = simulate_samples(config, 2, config.n_test_fields, progress=progress) if config.n_test_fields else None
         t_data = time.perf_counter() - t0
@@ -294,7 +341,7 @@ def train_gate(config: GateTrainConfig = GateTrainConfig(), *, out: str | Path |
                 "calibration": {
                     "scores": conf_c.round(6).tolist(),
                     "errors": wrong_c.astype(int).tolist(),
-                    "strata": fwhm_stratum(calib.fwhm).tolist(),
+                    "strata": calib.strata(model.fwhm_range).tolist(),
                 },
                 "seconds": {"data": t_data, "total": time.perf_counter() - t0},
             }
@@ -330,7 +377,10 @@ def _write_card(path: Path, model: GateModel) -> None:
         "## Data recipe",
         "",
         f"- {cfg['n_train_fields']} training, {cfg['n_calibration_fields']} calibration and {cfg['n_test_fields']} test "
-        f"fields of {cfg['field_size']}^2 px (`moe_imaging.gate_train`; disjoint seeds).",
+        f"fields (`moe_imaging.gate_train`; disjoint seeds). Training fields: {cfg['field_size']}^2 px at raised",
+        "  densities (4-10x the default survey simulation: many examples, crowding). Calibration and test",
+        f"  fields: {cfg['calibration_field_size']}^2 px, densities 1-4x the default survey (scale "
+        f"{cfg['calibration_density_scale']} of the training fields'): the data the triage guarantee is for.",
         f"- PSF FWHM log-uniform in {cfg['fwhm_range']} px; Moffat (beta 2.5-5) or Kolmogorov (30 %).",
         "- All survey experts run on each field, fused, and every expert scores every fused row.",
         "- Labels from the truth table; detections matching no real object are `artifact`.",

@@ -106,9 +106,34 @@ def build_parser() -> argparse.ArgumentParser:
     tg.add_argument("--out", default=None, help="weights file (default: the shipped moe_imaging/models/gate_v1.pt)")
     tg.add_argument("--epochs", type=int, default=None, help="passes over the training rows (default 80)")
     tg.add_argument("--train-fields", type=int, default=None, help="simulated training fields (default 20)")
-    tg.add_argument("--calibration-fields", type=int, default=None, help="simulated calibration fields (default 30)")
+    tg.add_argument("--calibration-fields", type=int, default=None, help="simulated calibration fields (default 40)")
     tg.add_argument("--quiet", action="store_true", help="no progress lines")
+
+    cal = sub.add_parser("calibrate", help="refit the gate's certified triage with reviewers' labels "
+                                           "(a label file from 'moe-imaging review export')")
+    cal.add_argument("--labels", required=True, help="label file (Parquet) from 'moe-imaging review export'")
+    cal.add_argument("--out", required=True, help="new gate weights (.pt); point [gate] weights at it")
+    cal.add_argument("--weights", default=None, help="the gate to start from (default: the shipped one)")
+    cal.add_argument("--alpha", type=float, default=0.01, help="risk level for the before/after report (default 0.01)")
+    cal.add_argument("--delta", type=float, default=0.05, help="confidence for the report (default 0.05)")
+    cal.set_defaults(func=_cmd_calibrate)
     return parser
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from moe_imaging.errors import InputError
+    from moe_imaging.recalibrate import read_label_file, recalibrate_with_labels, summary_lines
+
+    out = Path(args.out)
+    if out.suffix != ".pt":
+        raise InputError(str(out), "the weights file must end in .pt")
+    if args.weights is not None and not Path(args.weights).exists():
+        raise InputError(args.weights, "no such gate weights file")
+    labels = read_label_file(args.labels)
+    summary = recalibrate_with_labels(labels, out=out, weights=args.weights, alpha=args.alpha, delta=args.delta,
+                                      source=Path(args.labels).name)
+    print("\n".join(summary_lines(summary)))
+    return 0
 
 
 def _hdu_arg(value: str | None) -> int | str | None:

@@ -288,7 +288,8 @@ def _gate(table, exposure, tiles, psf, background, scorers, config, threshold, p
     gate = config.gate
     try:
         out = apply_gate(table, evidence, psf_fwhm=psf.fwhm, threshold=threshold, alpha=gate.alpha,
-                         delta=gate.delta, min_count=gate.min_count, weights=gate.weights)
+                         delta=gate.delta, min_count=gate.min_count, weights=gate.weights,
+                         image_shape=exposure.shape)
     except FileNotFoundError as exc:
         raise InputError(str(gate.weights or "gate"), str(exc)) from None
     for col in evidence.colnames:  # every expert's evidence stays with the row

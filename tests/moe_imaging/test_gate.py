@@ -11,12 +11,14 @@ from moe_imaging.experts import make_expert
 from moe_imaging.flags import MaskBit
 from moe_imaging.fusion import fuse
 from moe_imaging.gate import (
+    CROWDED_BEAM_DENSITY,
     DECISIONS,
     EVIDENCE,
     GATE_CLASSES,
     PHYSICS_FEATURES,
     GateNet,
     apply_gate,
+    beam_density,
     evidence_features,
     fwhm_stratum,
     load_gate,
@@ -81,14 +83,30 @@ def test_every_expert_scores_every_fused_row() -> None:
 
 def test_strata() -> None:
     assert list(fwhm_stratum([2.0, 3.0, 5.0])) == ["survey:fwhm<2.5", "survey:fwhm2.5-4", "survey:fwhm>=4"]
+    assert list(fwhm_stratum([2.0, 5.0], density=[0.001, 0.05])) == ["survey:fwhm<2.5:sparse",
+                                                                     "survey:fwhm>=4:crowded"]
     assert triage_stratum(np.array([9.0]), (1.5, 6.0))[0] == "survey:fwhm-outside-training-range"
+
+
+def test_beam_density_counts_neighbours_per_fwhm_squared() -> None:
+    rng = np.random.default_rng(3)
+    # 2000 detections uniformly on 2000 x 2000 px: 5e-4 per px^2, i.e. 0.0125 per FWHM^2 at FWHM 5
+    x, y = rng.uniform(0, 2000, (2, 2000))
+    d = beam_density(x, y, 5.0)
+    inner = (np.abs(x - 1000) < 800) & (np.abs(y - 1000) < 800)  # away from the edges
+    assert np.median(d[inner]) == pytest.approx(0.0125, rel=0.15)
+    # the same points at FWHM 2 are six times less crowded in beams
+    assert np.median(beam_density(x, y, 2.0)[inner]) < CROWDED_BEAM_DENSITY < np.median(d[inner])
+    assert np.all(beam_density(np.array([1.0]), np.array([1.0]), 3.0) == 0)
+    assert beam_density(np.array([0.0, np.nan]), np.array([0.0, 1.0]), 3.0).tolist() == [0.0, 0.0]
 
 
 @pytest.fixture(scope="module")
 def tiny_gate(tmp_path_factory):
     """A gate trained end to end on tiny fields (the shipped one is made the same way, larger)."""
     out = tmp_path_factory.mktemp("gate") / "gate_tiny.pt"
-    cfg = GateTrainConfig(seed=5, n_train_fields=1, n_calibration_fields=1, n_test_fields=0, field_size=256, epochs=3)
+    cfg = GateTrainConfig(seed=5, n_train_fields=1, n_calibration_fields=1, n_test_fields=0, field_size=256,
+                          calibration_field_size=256, epochs=3)
     train_gate(cfg, out=out, progress=False)
     return out
 
@@ -150,3 +168,16 @@ def test_guarantee_holds_under_repeated_draws_of_simulated_detections() -> None:
         violations.append(bool(auto.any() and e[test][auto].mean() > alpha))
     assert np.mean(coverage) > 0.5
     assert np.mean(violations) <= delta + 0.08  # binomial slack for 100 draws
+
+
+def test_beam_density_near_an_edge_counts_only_the_disc_inside_the_image() -> None:
+    rng = np.random.default_rng(4)
+    x, y = rng.uniform(0, 600, (2, 3000))  # ~0.0083 per px^2 on a 600 x 600 image
+    corner = (x < 20) & (y < 20)
+    centre = (np.abs(x - 300) < 100) & (np.abs(y - 300) < 100)
+    plain = beam_density(x, y, 3.0)
+    fair = beam_density(x, y, 3.0, shape=(600, 600))
+    # without the image's extent a corner looks about four times sparser than the centre
+    assert np.median(plain[corner]) < 0.4 * np.median(plain[centre])
+    assert np.median(fair[corner]) == pytest.approx(np.median(fair[centre]), rel=0.2)
+    assert np.allclose(fair[centre], plain[centre])

@@ -1,0 +1,196 @@
+"""Reviewers' labels back into the gate's calibration: ``moe-imaging calibrate --labels FILE``.
+
+The certified triage (:mod:`moe_imaging.calibrate`) chooses, per stratum, the
+lowest confidence threshold whose error rate on the *calibration pool* is
+certified ``<= alpha`` with probability ``>= 1 - delta``.  The shipped pool is
+the gate's simulated calibration split.  Human labels from the review queue
+(``moe-imaging review export``) are real detections with known answers; this
+module adds them to the pool, so the thresholds are refitted on simulation
+*and* reality.
+
+What is assumed, and why it is safe
+-----------------------------------
+* A reviewer's label is the truth (items with label ``uncertain``, or a class
+  the gate does not know, are left out).
+* The reviewed items were selected *by their confidence* (and stratum): they
+  went to review because the gate was unsure.  Selection on the score alone
+  leaves the error rate *at a given score* unchanged, so pooled with the
+  calibration split they over-represent low scores; the pooled error rate
+  among scores ``>= t`` then weighs the scores just above ``t`` (the least
+  reliable of them) more than future data will.  Adding reviewed items can
+  therefore only make the estimated risk above a threshold larger, i.e. the
+  refitted thresholds are conservative, *provided* the reviewed items are
+  otherwise like future detections of their stratum (same instrument,
+  same kind of field).  Labels of one unusual exposure make the pool
+  unrepresentative; export labels from the runs you will process.
+* The temperature (the calibration of the probabilities themselves) is not
+  refitted: the labels carry calibrated probabilities, not the network's
+  logits.  The expected calibration error on the labels is reported so a
+  drift is visible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from .calibrate import expected_calibration_error, fit_stratified_triage
+from .errors import InputError
+from .gate import DEFAULT_GATE_WEIGHTS, GATE_CLASSES, GateModel, load_gate
+
+__all__ = ["LABEL_COLUMNS", "LabelSummary", "read_label_file", "recalibrate_with_labels", "summary_lines"]
+
+LABEL_COLUMNS: tuple[str, ...] = ("kind", "label", "confidence", "triage_stratum")
+"""Columns a label file must have (``moe-imaging review export`` writes them, and more)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSummary:
+    """What the labels did to the calibration pool and the thresholds.
+
+    Attributes
+    ----------
+    n_labels, n_used : int
+        Rows in the label file, and rows used (a known class, a calibrated stratum).
+    per_stratum : dict
+        For each stratum: calibration items before and after, labelled items,
+        the gate's error rate on them, and the certified threshold before
+        and after (``inf``: nothing decided automatically) at ``alpha``.
+    ece_labels : float
+        Expected calibration error of the gate's confidence on the labels.
+    out : pathlib.Path
+        The weights file written (the same network, a larger calibration pool).
+    """
+
+    n_labels: int
+    n_used: int
+    per_stratum: dict[str, dict[str, float]]
+    ece_labels: float
+    alpha: float
+    delta: float
+    out: Path
+
+
+def read_label_file(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read and check a label file (Parquet); errors name the file and the cause.
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, not Parquet, a missing column, or a
+        non-numeric / out-of-range confidence.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(str(path), "no such label file")
+    try:
+        df = pq.read_table(path).to_pandas()
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise InputError(str(path), f"not a readable Parquet label file ({type(exc).__name__}: {exc})") from None
+    missing = [c for c in LABEL_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(str(path), f"label file lacks column {missing[0]!r} (needs {', '.join(LABEL_COLUMNS)}; "
+                                    "write it with 'moe-imaging review export')")
+    conf = pd.to_numeric(df["confidence"], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(conf) | (conf < 0) | (conf > 1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise InputError(str(path), f"row {row}: confidence {df['confidence'].iloc[row]} is not a probability in [0, 1]")
+    return df
+
+
+def recalibrate_with_labels(
+    labels: pd.DataFrame,
+    *,
+    out: str | os.PathLike[str],
+    weights: str | os.PathLike[str] | None = None,
+    alpha: float = 0.01,
+    delta: float = 0.05,
+    min_count: int = 50,
+    source: str = "labels",
+) -> LabelSummary:
+    """Add reviewed items to the gate's calibration pool and save the result as new weights.
+
+    Parameters
+    ----------
+    labels : pandas.DataFrame
+        Label rows (:func:`read_label_file`): the gate's ``kind`` and
+        ``confidence`` when the item was queued, the reviewers' ``label``
+        and the item's ``triage_stratum``.
+    out : path-like
+        Weights file to write (the network is unchanged; its calibration
+        pool grows).  Point ``[gate] weights`` at it.
+    weights : path-like, optional
+        The gate to start from (default: the shipped one).
+    alpha, delta, min_count
+        Used only to report the thresholds before and after; at run time the
+        thresholds are fitted from the pool for the configured risk.
+    source : str
+        Name of the label file, recorded in the weights' metadata.
+    """
+    base_path = Path(weights) if weights is not None else DEFAULT_GATE_WEIGHTS
+    model: GateModel = load_gate(base_path)
+    cal = model.metadata["calibration"]
+    s0 = np.asarray(cal["scores"], float)
+    e0 = np.asarray(cal["errors"], bool)
+    k0 = np.asarray(cal["strata"]).astype(str)
+
+    label = labels["label"].astype(str).str.strip().str.lower().to_numpy()
+    kind = labels["kind"].astype(str).str.strip().str.lower().to_numpy()
+    strata = labels["triage_stratum"].astype(str).to_numpy()
+    conf = labels["confidence"].to_numpy(dtype=float)
+    known = set(k0.tolist())
+    use = np.isin(label, GATE_CLASSES) & np.isin(kind, GATE_CLASSES) & np.isin(strata, list(known))
+    s1, e1, k1 = conf[use], kind[use] != label[use], strata[use]
+
+    scores = np.concatenate([s0, s1])
+    errors = np.concatenate([e0, e1])
+    pooled = np.concatenate([k0, k1])
+    before = fit_stratified_triage(s0, e0, k0, alpha=alpha, delta=delta, min_count=min_count)
+    after = fit_stratified_triage(scores, errors, pooled, alpha=alpha, delta=delta, min_count=min_count)
+    per: dict[str, dict[str, float]] = {}
+    for name in sorted(set(k1.tolist()) | set(k0.tolist())):
+        sel = k1 == name
+        per[name] = {
+            "calibration_before": int((k0 == name).sum()),
+            "labels": int(sel.sum()),
+            "calibration_after": int((pooled == name).sum()),
+            "gate_error_on_labels": float(e1[sel].mean()) if sel.any() else float("nan"),
+            "threshold_before": float(before.thresholds[name].tau) if name in before.thresholds else float("inf"),
+            "threshold_after": float(after.thresholds[name].tau) if name in after.thresholds else float("inf"),
+        }
+
+    meta = dict(model.metadata)
+    history = list(cal.get("label_sets", []))
+    history.append({"source": source, "rows": int(len(labels)), "used": int(use.sum()),
+                    "added_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    "base_weights": base_path.name})
+    meta["calibration"] = {"scores": scores.round(6).tolist(), "errors": errors.astype(int).tolist(),
+                           "strata": pooled.tolist(), "label_sets": history}
+    new = dataclasses.replace(model, metadata=meta)
+    out = Path(out)
+    if out.resolve() == base_path.resolve():
+        raise InputError(str(out), "would overwrite the gate it starts from; choose another --out")
+    new.save(out)
+    ece = float(expected_calibration_error(s1, ~e1)) if len(s1) else float("nan")
+    return LabelSummary(int(len(labels)), int(use.sum()), per, ece, alpha, delta, out)
+
+
+def summary_lines(summary: LabelSummary) -> list[str]:
+    """The summary as printable lines (used by the CLI)."""
+    lines = [f"{summary.n_used} of {summary.n_labels} labels used (known class, calibrated stratum); "
+             f"ECE of the gate on them {summary.ece_labels:.3f}",
+             f"thresholds at alpha {summary.alpha:g}, delta {summary.delta:g} (inf: everything to review):",
+             f"  {'stratum':34s} {'calib':>6s} {'labels':>6s} {'gate err':>8s} {'before':>7s} {'after':>7s}"]
+    for name, r in summary.per_stratum.items():
+        lines.append(f"  {name:34s} {r['calibration_before']:6d} {r['labels']:6d} {r['gate_error_on_labels']:8.3f} "
+                     f"{r['threshold_before']:7.3f} {r['threshold_after']:7.3f}")
+    lines.append(f"wrote {summary.out}; use it with [gate] weights = \"{summary.out}\"")
+    return lines
+

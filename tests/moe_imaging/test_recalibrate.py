@@ -1,0 +1,86 @@
+"""Reviewers' labels refit the certified triage (moe-imaging calibrate --labels)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moe_imaging.calibrate import fit_stratified_triage
+from moe_imaging.errors import InputError
+from moe_imaging.gate import load_gate
+from moe_imaging.recalibrate import read_label_file, recalibrate_with_labels
+from pipelines.cli import main
+
+
+def _stratum_with_threshold():
+    """A stratum of the shipped gate whose threshold at alpha 5 % is certified."""
+    cal = load_gate().metadata["calibration"]
+    tri = fit_stratified_triage(np.asarray(cal["scores"]), np.asarray(cal["errors"]), np.asarray(cal["strata"]),
+                                alpha=0.05, delta=0.05)
+    name = next(k for k, t in tri.thresholds.items() if t.certified)
+    return name, tri.thresholds[name].tau
+
+
+def _labels(stratum: str, conf: np.ndarray, wrong: np.ndarray) -> pd.DataFrame:
+    kind = np.full(len(conf), "star")
+    return pd.DataFrame({"kind": kind, "label": np.where(wrong, "galaxy", "star"), "confidence": conf,
+                         "triage_stratum": stratum, "source_id": np.arange(len(conf))})
+
+
+def test_wrong_confident_labels_make_the_threshold_stricter(tmp_path) -> None:
+    stratum, tau = _stratum_with_threshold()
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(max(tau, 0.5), 1.0, 400)  # all above today's threshold, and all wrong
+    out = tmp_path / "gate_labels.pt"
+    s = recalibrate_with_labels(_labels(stratum, conf, np.ones(400, bool)), out=out, alpha=0.05)
+    r = s.per_stratum[stratum]
+    assert s.n_used == 400 and r["labels"] == 400
+    assert r["calibration_after"] == r["calibration_before"] + 400
+    assert r["gate_error_on_labels"] == 1.0
+    assert r["threshold_after"] > r["threshold_before"]
+    pooled = load_gate(out).metadata["calibration"]
+    assert len(pooled["scores"]) == len(load_gate().metadata["calibration"]["scores"]) + 400
+    assert pooled["label_sets"][-1]["used"] == 400
+
+
+def test_correct_labels_never_make_it_stricter_and_unknown_rows_are_left_out(tmp_path) -> None:
+    stratum, tau = _stratum_with_threshold()
+    conf = np.linspace(0.3, 1.0, 300)
+    labels = _labels(stratum, conf, np.zeros(300, bool))
+    extra = pd.DataFrame({"kind": ["star", "star"], "label": ["uncertain", "star"], "confidence": [0.9, 0.9],
+                          "triage_stratum": [stratum, "survey:no-such-stratum"], "source_id": [1000, 1001]})
+    s = recalibrate_with_labels(pd.concat([labels, extra]), out=tmp_path / "g.pt", alpha=0.05)
+    assert s.n_labels == 302 and s.n_used == 300
+    r = s.per_stratum[stratum]
+    assert r["threshold_after"] <= r["threshold_before"]
+
+
+def test_label_file_errors_name_the_file_and_cause(tmp_path) -> None:
+    with pytest.raises(InputError, match="no such label file"):
+        read_label_file(tmp_path / "none.parquet")
+    junk = tmp_path / "junk.parquet"
+    junk.write_text("not parquet")
+    with pytest.raises(InputError, match="junk.parquet.*not a readable Parquet"):
+        read_label_file(junk)
+    missing = tmp_path / "missing.parquet"
+    pd.DataFrame({"kind": ["star"], "label": ["star"], "confidence": [0.5]}).to_parquet(missing)
+    with pytest.raises(InputError, match="lacks column 'triage_stratum'"):
+        read_label_file(missing)
+    bad = tmp_path / "bad.parquet"
+    pd.DataFrame({"kind": ["star"], "label": ["star"], "confidence": [1.5], "triage_stratum": ["x"]}).to_parquet(bad)
+    with pytest.raises(InputError, match="row 0: confidence 1.5"):
+        read_label_file(bad)
+
+
+def test_cli_refits_and_reports_and_bad_input_is_one_line(tmp_path, capsys) -> None:
+    stratum, _ = _stratum_with_threshold()
+    path = tmp_path / "labels.parquet"
+    _labels(stratum, np.linspace(0.5, 1.0, 50), np.zeros(50, bool)).to_parquet(path)
+    assert main(["calibrate", "--labels", str(path), "--out", str(tmp_path / "new.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "50 of 50 labels used" in out and stratum in out and "new.pt" in out
+    assert main(["calibrate", "--labels", str(tmp_path / "nope.parquet"), "--out", str(tmp_path / "x.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope.parquet" in err[0] and "no such label file" in err[0]
+    assert not (tmp_path / "x.pt").exists()
