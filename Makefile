@@ -21,8 +21,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/moe-imaging simulate survey --size 2048 --seed 1 --out $(DEMO)
-	$(BIN)/moe-imaging detect $(DEMO)/survey_2048_seed1.fits --out $(DEMO)/survey_2048_seed1.parquet --tile 1024
+	$(BIN)/moe-imaging simulate survey --size 1024 --seed 1 --out $(DEMO)/exposures
+	$(BIN)/moe-imaging simulate survey --size 1024 --seed 2 --out $(DEMO)/exposures
+	$(BIN)/moe-imaging simulate survey --size 1024 --seed 3 --out $(DEMO)/exposures
+	$(BIN)/moe-imaging run --input '$(DEMO)/exposures/*.fits' --output $(DEMO)/out
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
@@ -35,6 +37,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_learned.py
 	$(BIN)/python benchmarks/bench_gate.py
 	$(BIN)/python benchmarks/bench_catalogs.py
+	$(BIN)/python benchmarks/bench_review.py
+	$(BIN)/python benchmarks/bench_flows.py
 
 # issue 3's benchmark: every expert alone, their union and the peers (SEP, photutils,
 # scikit-image) on fresh simulated survey and microscopy fields, and the learned expert

@@ -349,6 +349,24 @@ def _microscopy_background(
     return _background(exposure, config.background, size, sched, masking=masking)
 
 
+def _source_ids(table: Table, ny: int, nx: int) -> np.ndarray:
+    """``y_peak * nx + x_peak``: the peak pixel, so ids do not depend on the tiling.
+
+    Two fused objects can share a peak pixel (a star and the galaxy segment
+    around it, a trail crossing a star): the second, third ... in order of
+    their centroid (x, then y) get ``+ k * nx * ny``, so ids stay unique and
+    still do not depend on the tiling.
+    """
+    base = np.asarray(table["y_peak"], np.int64) * nx + np.asarray(table["x_peak"], np.int64)
+    order = np.lexsort((np.asarray(table["y"], float), np.asarray(table["x"], float), base))
+    rank = np.zeros(len(base), np.int64)
+    sorted_base = base[order]
+    first = np.r_[True, sorted_base[1:] != sorted_base[:-1]]
+    start = np.maximum.accumulate(np.where(first, np.arange(len(base)), 0))
+    rank[order] = np.arange(len(base)) - start
+    return base + rank * np.int64(nx) * np.int64(ny)
+
+
 def _to_catalog(table: Table, exposure: Exposure) -> Table:
     """Candidate table -> catalog schema: ids, sky coordinates, magnitudes."""
     if len(table) == 0:
@@ -358,7 +376,7 @@ def _to_catalog(table: Table, exposure: Exposure) -> Table:
         if column.name not in out.colnames and column.name not in ("source_id", "mag", "mag_err", "ra", "dec"):
             out[column.name] = np.full(len(out), column.fill, dtype=column.numpy_dtype)
     ny, nx = exposure.shape
-    out["source_id"] = np.asarray(out["y_peak"], np.int64) * nx + np.asarray(out["x_peak"], np.int64)
+    out["source_id"] = _source_ids(out, ny, nx)
     zp = exposure.meta.magzp
     flux = np.asarray(out["flux"], dtype=np.float64)
     err = np.asarray(out["flux_err"], dtype=np.float64)
