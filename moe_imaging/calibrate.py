@@ -698,7 +698,7 @@ class TriageThreshold:
         finite = np.isfinite(s)
         auto = finite & (s >= self.tau)
         where = f"{label}, " if label is not None else ""
-        context = f"({where}α={_pct(self.alpha)})"
+        context = f"({where}alpha={_pct(self.alpha)})"
         reasons: list[str] = []
         for value, ok, fin in zip(s.tolist(), auto.tolist(), finite.tolist()):
             if not fin:
@@ -774,7 +774,7 @@ def _fit_one(s: np.ndarray, e: np.ndarray, alpha: float, delta: float, min_auto:
         return _uncertified(
             n, alpha, delta,
             f"{n} calibration items, fewer than the {min_auto} needed to certify "
-            f"α={_pct(alpha)} at δ={_pct(delta)}",
+            f"alpha={_pct(alpha)} at delta={_pct(delta)}",
         )
     cand = np.flatnonzero(tested)
     pvals = stats.binom.cdf(k_tau[cand], n_tau[cand], alpha)
@@ -783,7 +783,7 @@ def _fit_one(s: np.ndarray, e: np.ndarray, alpha: float, delta: float, min_auto:
     if n_accepted == 0:
         return _uncertified(
             n, alpha, delta,
-            f"no threshold certified at α={_pct(alpha)}, δ={_pct(delta)} "
+            f"no threshold certified at alpha={_pct(alpha)}, delta={_pct(delta)} "
             f"({n} calibration items; the strictest tested, with {int(n_tau[cand[0]])} items, "
             f"has {int(k_tau[cand[0]])} errors)",
         )
@@ -893,7 +893,7 @@ class StratifiedTriage:
             True where the item may be decided automatically.
         reason : list of str
             Why, in words, per item, e.g. ``"confidence 0.83 below the
-            stratum threshold 0.97 (fwhm 3-4.5 px, α=1%)"`` or ``"stratum
+            stratum threshold 0.97 (fwhm 3-4.5 px, alpha=1%)"`` or ``"stratum
             'fwhm>9' not calibrated (not seen in calibration)"``.
         """
         s = _as_1d("scores", scores)

@@ -380,9 +380,14 @@ def beam_density(x: np.ndarray, y: np.ndarray, fwhm: np.ndarray | float,
 
 
 def fwhm_stratum(fwhm: np.ndarray | float, mode: str = "survey", density: np.ndarray | float | None = None) -> np.ndarray:
-    """The triage stratum of each detection: mode, PSF-size bin and crowding, e.g. ``"survey:fwhm<2.5:sparse"``.
+    """The triage stratum of each detection, e.g. ``"survey:fwhm<2.5:sparse"`` or ``"survey:crowded"``.
 
-    ``density`` is :func:`beam_density`; without it the crowding part is left out.
+    Sparse detections are split by PSF size (mode, FWHM bin); crowded ones
+    (``density`` above :data:`CROWDED_BEAM_DENSITY`) form one stratum per
+    mode: crowding is already measured in beams, so it is one regime whatever
+    the PSF, and splitting its few calibration items by FWHM as well would
+    leave each bin too small to certify anything.  ``density`` is
+    :func:`beam_density`; without it the crowding part is left out.
     """
     f = np.atleast_1d(np.asarray(fwhm, dtype=float))
     lo, hi = FWHM_STRATA
@@ -390,9 +395,8 @@ def fwhm_stratum(fwhm: np.ndarray | float, mode: str = "survey", density: np.nda
     names = np.char.add(f"{mode}:", names)
     if density is None:
         return names
-    crowd = np.where(np.broadcast_to(np.asarray(density, dtype=float), f.shape) > CROWDED_BEAM_DENSITY,
-                     ":crowded", ":sparse")
-    return np.char.add(names, crowd.astype(str))
+    crowded = np.broadcast_to(np.asarray(density, dtype=float), f.shape) > CROWDED_BEAM_DENSITY
+    return np.where(crowded, f"{mode}:crowded", np.char.add(names, ":sparse")).astype(str)
 
 
 def triage_stratum(psf_fwhm: np.ndarray, fwhm_range: tuple[float, float], mode: str = "survey",

@@ -376,11 +376,14 @@ def _write_card(path: Path, model: GateModel) -> None:
         "",
         "## Data recipe",
         "",
-        f"- {cfg['n_train_fields']} training, {cfg['n_calibration_fields']} calibration and {cfg['n_test_fields']} test "
-        f"fields (`moe_imaging.gate_train`; disjoint seeds). Training fields: {cfg['field_size']}^2 px at raised",
-        "  densities (4-10x the default survey simulation: many examples, crowding). Calibration and test",
-        f"  fields: {cfg['calibration_field_size']}^2 px, densities 1-4x the default survey (scale "
-        f"{cfg['calibration_density_scale']} of the training fields'): the data the triage guarantee is for.",
+        f"- {cfg['n_train_fields']} crowded + {cfg.get('n_train_sparse_fields', 0)} sparse training, "
+        f"{cfg['n_calibration_fields']} calibration and {cfg['n_test_fields']} test "
+        "fields (`moe_imaging.gate_train`; disjoint seeds).",
+        f"- Crowded training fields: {cfg['field_size']}^2 px at raised densities (4-10x the default survey",
+        "  simulation: many examples, blends). Sparse training fields are drawn like the calibration fields.",
+        f"- Calibration and test fields: {cfg['calibration_field_size']}^2 px, densities 1-4x the default survey "
+        f"(scale {cfg['calibration_density_scale']}",
+        "  of the crowded training fields'): the data the triage guarantee is for.",
         f"- PSF FWHM log-uniform in {cfg['fwhm_range']} px; Moffat (beta 2.5-5) or Kolmogorov (30 %).",
         "- All survey experts run on each field, fused, and every expert scores every fused row.",
         "- Labels from the truth table; detections matching no real object are `artifact`.",
@@ -393,6 +396,18 @@ def _write_card(path: Path, model: GateModel) -> None:
         "weights file so the certified triage thresholds are refitted for any risk level.",
         "",
     ]
+    strata = model.metadata.get("calibration", {}).get("strata")
+    if strata is not None:
+        names, counts = np.unique(np.asarray(strata, dtype=str), return_counts=True)
+        lines += [
+            "Calibration rows per triage stratum (sparse detections by PSF FWHM bin; those with more than "
+            "0.01 detections per FWHM^2 around them form the one `crowded` stratum):",
+            "",
+            "| stratum | rows |",
+            "| --- | ---: |",
+            *[f"| {n} | {c} |" for n, c in zip(names, counts)],
+            "",
+        ]
     if "test_accuracy" in m:
         lines += [
             "## Test fields",

@@ -16,7 +16,9 @@ accepted; a Z stack or time series gives a clear error.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -44,6 +46,19 @@ class Optics:
     pixel_size_um: float | None = None
     numerical_aperture: float | None = None
     wavelength_nm: float | None = None
+
+
+@contextlib.contextmanager
+def _quiet_tifffile():
+    """Silence tifffile's own warnings while reading: a damaged file becomes
+    one :class:`InputError` line, not a logged warning followed by the error."""
+    logger = logging.getLogger("tifffile")
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 def _local(tag: str) -> str:
@@ -116,7 +131,7 @@ class TiffExposure:
         if not (0 <= y0 <= y1 <= ny and 0 <= x0 <= x1 <= nx):
             raise ValueError(f"section [{y0}:{y1}, {x0}:{x1}] is outside the image of shape {self.shape}")
         try:
-            with tifffile.imread(self.path, aszarr=True) as store:
+            with _quiet_tifffile(), tifffile.imread(self.path, aszarr=True) as store:
                 arr = zarr.open(store, mode="r")
                 if isinstance(arr, zarr.Group):  # pyramidal: the full-resolution level
                     arr = arr["0"]
@@ -173,7 +188,7 @@ def open_tiff(path: str | os.PathLike) -> TiffExposure:
     if not p.exists():
         raise InputError(str(path), "file not found")
     try:
-        with tifffile.TiffFile(p) as tf:
+        with _quiet_tifffile(), tifffile.TiffFile(p) as tf:
             if not tf.series:
                 raise InputError(str(path), "no image in the TIFF file")
             series = tf.series[0]

@@ -270,7 +270,7 @@ def test_stratified_triage_decides_with_reasons_and_round_trips():
     auto, reasons = tri.decide(new_s, new_strata)
     assert auto.tolist() == [True, False, False, False]
     assert "below the stratum threshold" in reasons[1] and "fwhm 3-4.5 px" in reasons[1]
-    assert "α=2%" in reasons[1]
+    assert "alpha=2%" in reasons[1]
     assert "stratum 'fwhm>9' not calibrated" in reasons[2] and "20 calibration items" in reasons[2]
     assert "stratum 'microscopy' not calibrated" in reasons[3]
 

@@ -84,7 +84,7 @@ def test_every_expert_scores_every_fused_row() -> None:
 def test_strata() -> None:
     assert list(fwhm_stratum([2.0, 3.0, 5.0])) == ["survey:fwhm<2.5", "survey:fwhm2.5-4", "survey:fwhm>=4"]
     assert list(fwhm_stratum([2.0, 5.0], density=[0.001, 0.05])) == ["survey:fwhm<2.5:sparse",
-                                                                     "survey:fwhm>=4:crowded"]
+                                                                     "survey:crowded"]
     assert triage_stratum(np.array([9.0]), (1.5, 6.0))[0] == "survey:fwhm-outside-training-range"
 
 

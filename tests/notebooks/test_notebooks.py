@@ -1,10 +1,15 @@
-"""The analysis notebooks run top to bottom (nbclient) on a real catalog dataset.
+"""The analysis notebooks run top to bottom (nbclient) on the outputs of the demo flow.
 
-The dataset is the catalogs tests' demo: three simulated 512 x 512 survey
-exposures run through ``detect_image`` with the gate and written with
-``write_exposure_catalog``, plus a synthetic review label export (see
-``tests/catalogs/demo_data.py``).  The notebooks take their inputs from
-``MOE_CATALOG_DIR``, ``MOE_IMAGE_DIR``, ``MOE_LABELS`` and ``MOE_OUT_DIR``.
+The inputs are what ``make demo`` produces, at a smaller size: three simulated
+512 x 512 survey exposures (seeds 1 and 2 and a dithered revisit of seed 1) run
+through the real batch flow, ``moe-imaging run --input 'DIR/*.fits' --output
+OUT`` in a subprocess (Prefect's temporary local API, a local Dask cluster);
+the catalogs are the flow's Parquet dataset ``OUT/run=demo/...`` and the labels
+are the export of the flow's own review queue (``OUT/_review.sqlite``) after
+scripted reviewers decided every item from the truth
+(``tests/catalogs/demo_data.build_flow_demo``).  The notebooks take their
+inputs from ``MOE_CATALOG_DIR`` (``OUT``), ``MOE_IMAGE_DIR``, ``MOE_LABELS``
+and ``MOE_OUT_DIR``.
 
 The kernel is this interpreter (``sys.executable``, i.e. ``.venv/bin/python``
 under ``make test``): a kernel spec written to a temporary folder, so an
@@ -24,7 +29,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
-from tests.catalogs.demo_data import build_demo
+from tests.catalogs.demo_data import build_flow_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
@@ -33,7 +38,21 @@ KERNEL = "moe-imaging-test"
 
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory):
-    return build_demo(tmp_path_factory.getbasetemp() / "moe_demo_survey")
+    return build_flow_demo(tmp_path_factory.getbasetemp() / "moe_flow_demo")
+
+
+@pytest.fixture(scope="session")
+def demo_counts(demo) -> dict[str, int]:
+    """What the flow wrote and the review produced, read back with the library."""
+    from catalogs import open_catalog
+    from catalogs.analysis import read_labels
+
+    cat = open_catalog(demo.catalogs, columns=["exposure", "source_id", "decision"])
+    labels = read_labels(demo.labels)
+    # the queue holds one item per (exposure, source_id): a repeated id is queued once
+    review = cat.loc[cat["decision"] == "review", ["exposure", "source_id"]].drop_duplicates()
+    return {"detections": len(cat), "review": len(review), "labels": len(labels),
+            "usable": int((labels["label"] != "uncertain").sum()), "exposures": cat["exposure"].nunique()}
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +86,16 @@ def _outputs(nb: nbformat.NotebookNode) -> tuple[int, str]:
             images += "image/png" in data
             text.append(out.get("text", "") + data.get("text/plain", ""))
     return images, "\n".join(text)
+
+
+def test_flow_demo_outputs(demo, demo_counts):
+    """The notebooks' inputs are the flow's: its Hive layout, its review queue, its label export."""
+    for stem in demo.exposures:
+        assert (demo.catalogs / "run=demo" / f"exposure={stem}" / "catalog.parquet").is_file(), stem
+    assert demo.queue == demo.catalogs / "_review.sqlite" and demo.queue.is_file()
+    assert demo_counts["exposures"] == 3 and demo_counts["detections"] > 0
+    # every item the gate sent to review was decided by the scripted reviewers and exported
+    assert demo_counts["labels"] == demo_counts["review"]
 
 
 @pytest.fixture
@@ -103,9 +132,15 @@ def test_survey_notebook_runs(env, tmp_path, kernel_specs):
         assert (env / name).exists(), name
 
 
-def test_triage_notebook_runs(env, tmp_path, kernel_specs):
+def test_triage_notebook_runs(env, tmp_path, kernel_specs, demo_counts):
     nb = _run(NOTEBOOKS / "triage.ipynb", tmp_path, kernel_specs)
     images, text = _outputs(nb)
-    assert images >= 5  # load, reliability before/after, risk-coverage, usage, gallery
-    assert "held-out labelled items" in text and "labelled items" in text
+    assert f"{demo_counts['detections']} detections, {demo_counts['labels']} labelled items" in text
+    assert f"{demo_counts['usable']} labelled items usable as truth" in text
+    if demo_counts["usable"] >= 4:  # the real review gives enough labels for the recalibration
+        assert images >= 5  # load, reliability before/after, risk-coverage, usage, gallery
+        assert "held-out labelled items" in text
+    else:  # a gate that decides (nearly) everything leaves too few labels: the notebook says so
+        assert images >= 3  # load, usage, gallery
+        assert "too few to fit and test a recalibration" in text
     assert text.strip().splitlines()[-1].strip() == sys.executable
