@@ -1,6 +1,6 @@
 """The gate and its certified triage on fresh simulated fields (issue 4's benchmark).
 
-Run with ``python benchmarks/bench_gate.py [--fields 8] [--out bench_out]``.
+Run with ``python benchmarks/bench_gate.py [--fields 12] [--out bench_out]``.
 
 Fields from a seed split that played no part in training or calibration
 (``moe_imaging.gate_train`` split 3; FWHM 1.5-6 px), plus fields with a PSF
@@ -62,7 +62,7 @@ def _risk_rows(triage, conf, wrong, strata):
 def main(argv: list[str] | None = None) -> int:
     tune_allocator()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fields", type=int, default=8, help="fresh in-range fields (the calibration distribution)")
+    parser.add_argument("--fields", type=int, default=12, help="fresh in-range fields (the calibration distribution)")
     parser.add_argument("--crowded-fields", type=int, default=2, help="fresh fields at the training's raised densities")
     parser.add_argument("--out", default="bench_out")
     parser.add_argument("--delta", type=float, default=0.05)

@@ -60,6 +60,7 @@ from .schema import (
     DEFAULT_FLUX_UNIT,
     SCHEMA_VERSION,
     CatalogSchemaError,
+    added_after,
     check_schema_version,
     column_descriptions,
     column_units,
@@ -272,6 +273,8 @@ def _check_parquet(file: CatalogFile) -> _FileInfo:
     written = f"file schema version {version}" if version else "no schema version recorded"
     for col in COLUMNS:
         index = schema.get_field_index(col.name)
+        if index < 0 and added_after(col.name, version):
+            continue  # an older minor version: the dataset reads the column as missing values
         if index < 0:
             raise CatalogSchemaError(
                 f"{path}: missing column {col.name!r} ({written}; "

@@ -388,7 +388,7 @@ def read_catalog(path: str | os.PathLike[str]) -> Table:
     version = None if version is None else str(version)
     check_schema_version(version, source=str(path))
     flux_unit = prov.get("flux_unit") or info.get("flux_unit")
-    table = validate(raw, source=str(path), flux_unit=flux_unit or None)
+    table = validate(raw, source=str(path), flux_unit=flux_unit or None, version=version)
     table.meta = {
         "schema_version": version,
         "provenance": prov,

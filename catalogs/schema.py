@@ -42,6 +42,8 @@ __all__ = [
     "column_descriptions",
     "parse_unit",
     "check_schema_version",
+    "COLUMN_ADDED",
+    "added_after",
     "empty_catalog",
     "validate",
 ]
@@ -53,6 +55,39 @@ The major number changes when a column is removed, renamed or changes meaning
 or dtype (old readers cannot read new files); the minor number when a column is
 added.
 """
+
+COLUMN_ADDED: dict[str, str] = {
+    "subtype": "1.1",
+    "psf_fwhm": "1.2",
+    **{name: "1.3" for name in ("p_star", "p_galaxy", "p_streak", "p_artifact", "confidence", "decision",
+                                "review_reason")},
+    "triage_stratum": "1.4",
+}
+"""The minor schema version that added each column (columns of 1.0 are not listed).
+
+A file written with an older minor version of the same major version lacks
+these columns; readers fill them with the column's fill value (missing values
+in a dataset) instead of refusing the file."""
+
+
+def _version_tuple(version: str) -> tuple[int, int]:
+    major, _, minor = str(version).strip().partition(".")
+    return int(major), int(minor or 0)
+
+
+def added_after(name: str, version: str | None) -> bool:
+    """Whether column ``name`` was added to the schema after ``version`` (same major version).
+
+    ``False`` when ``version`` is unknown (``None``) or malformed: then a missing
+    column is an error, as for a file of the current version.
+    """
+    if version is None or name not in COLUMN_ADDED:
+        return False
+    try:
+        return _version_tuple(version) < _version_tuple(COLUMN_ADDED[name])
+    except ValueError:
+        return False
+
 
 FLUX_UNIT_PLACEHOLDER = "image"
 """Unit placeholder of the flux-like columns: "the unit of the image"."""
@@ -402,7 +437,8 @@ def _resolve_unit(
     return want, factor
 
 
-def validate(table: Table, *, source: str = "catalog", flux_unit: str | None = None) -> Table:
+def validate(table: Table, *, source: str = "catalog", flux_unit: str | None = None,
+             version: str | None = None) -> Table:
     """Check a table against the schema and return it cast to the schema.
 
     Every schema column must be present with a dtype that casts to the schema
@@ -418,6 +454,10 @@ def validate(table: Table, *, source: str = "catalog", flux_unit: str | None = N
         Name of the catalog (a file name) used in error messages.
     flux_unit : str, optional
         Unit of the flux-like columns.  ``None`` keeps the table's own unit.
+    version : str, optional
+        The schema version the table was written with: columns added in a
+        later minor version (:data:`COLUMN_ADDED`) may be missing and are
+        filled with their fill value.
 
     Returns
     -------
@@ -437,12 +477,19 @@ def validate(table: Table, *, source: str = "catalog", flux_unit: str | None = N
             f"(catalog schema {SCHEMA_VERSION})"
         )
     for col in COLUMNS:
-        if col.name not in table.colnames:
+        if col.name not in table.colnames and not added_after(col.name, version):
+            written = f"file schema version {version}; " if version else ""
             raise CatalogSchemaError(
-                f"{source}: missing column {col.name!r} (catalog schema {SCHEMA_VERSION})"
+                f"{source}: missing column {col.name!r} ({written}catalog schema {SCHEMA_VERSION})"
             )
     out = Table(meta=dict(table.meta))
     for col in COLUMNS:
+        if col.name not in table.colnames:  # added after the file's version: all missing
+            n = len(table)
+            filler = np.full(n, "", dtype="U1") if col.dtype == "str" else np.zeros(n)
+            data = _cast(filler, np.ones(n, dtype=bool), col, source)
+            out[col.name] = _AstropyColumn(data, name=col.name, unit=col.unit, description=col.description)
+            continue
         values, mask = _values(table[col.name])
         unit, factor = _resolve_unit(table[col.name], col, flux_unit, source)
         data = _cast(values, mask, col, source)

@@ -400,25 +400,25 @@ def refine_peaks(
         left = np.where(inside, left, c)
         right = np.where(inside, right, c)
         pos = (left > 0) & (right > 0) & (c > 0)
+        # over: a nearly flat log-parabola (unused below, or at a position that
+        # is not a local maximum) overflows harmlessly
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             lnl = np.log(np.where(pos, left, 1.0))
             lnc = np.log(np.where(pos, c, 1.0))
             lnr = np.log(np.where(pos, right, 1.0))
             den_log = lnl - 2 * lnc + lnr
-            off_log = np.clip(np.nan_to_num(0.5 * (lnl - lnr) / den_log), -0.5, 0.5)
+            off_log = 0.5 * (lnl - lnr) / den_log
+            h_log = np.exp(lnc - 0.125 * (lnl - lnr) ** 2 / den_log)
             den_lin = left - 2 * c + right
-            off_lin = np.clip(np.nan_to_num(0.5 * (left - right) / den_lin), -0.5, 0.5)
-        # The parabola through the three samples, evaluated at the (clipped)
-        # offset: its vertex when that lies within half a pixel, otherwise a
-        # bounded value instead of an extrapolation to a nearly flat vertex.
-        h_log = np.exp(lnc + off_log * (lnr - lnl) / 2 + off_log**2 * den_log / 2)
-        h_lin = c + off_lin * (right - left) / 2 + off_lin**2 * den_lin / 2
+            off_lin = 0.5 * (left - right) / den_lin
+            h_lin = c - 0.125 * (left - right) ** 2 / den_lin
         use_log = pos & (den_log < 0)
         off = np.where(use_log, off_log, np.where(den_lin < 0, off_lin, 0.0))
         h = np.where(use_log, h_log, np.where(den_lin < 0, h_lin, c))
+        off = np.clip(np.nan_to_num(off), -0.5, 0.5)
         out.append(off)
         heights.append(np.maximum(np.nan_to_num(h, nan=0.0), c))
     # Separable Gaussian: the 2-D peak height is h_y * h_x / c.
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         height = np.where(c > 0, heights[0] * heights[1] / c, c)
     return out[0], out[1], height

@@ -790,6 +790,7 @@ class ReviewStore:
         kind: str | None = None,
         reason: str | None = None,
         status: str | None = None,
+        item_id: int | None = None,
     ) -> list[Item]:
         """Lease the ``n`` most urgent items this reviewer may review.
 
@@ -809,6 +810,9 @@ class ReviewStore:
             Only items of this exposure / gate kind / whose reason contains this text.
         status : str, optional
             Only ``"pending"`` items can be claimed (the default).
+        item_id : int, optional
+            Claim this one item (e.g. opened from the queue page) if it is
+            offered under the same rules; empty when it is not.
 
         Returns
         -------
@@ -829,6 +833,8 @@ class ReviewStore:
                          .where(dc.item_id == it.id, dc.reviewer == reviewer, dc.undone_at.is_(None))
                          .offset(0).exists())
         q = self._filtered(sa.select(it.id), status="pending", exposure=exposure, kind=kind, reason=reason)
+        if item_id is not None:
+            q = q.where(it.id == int(item_id))
         q = (q.where(it.n_decisions + it.n_leases < it.required, ~mine_lease, ~mine_decision)
              .order_by(it.priority.desc(), it.id).limit(n)
              .with_for_update(skip_locked=True, of=m.items))

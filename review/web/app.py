@@ -754,6 +754,7 @@ def create_app(store: ReviewStore | None = None, *, config: WebConfig | None = N
         reason: str | None = None,
         status: str | None = None,
         decided: str | None = None,
+        unclaimable: str | None = None,
     ) -> Response:
         state = _state(request)
         filters = _Filters.of(
@@ -765,11 +766,15 @@ def create_app(store: ReviewStore | None = None, *, config: WebConfig | None = N
         mine = [d for d in history if d.reviewer == session.reviewer and d.undone_at is None]
         lease = _my_lease(item, session.reviewer)
         message = None
+        claimable = not mine and lease is None and item.status == "pending"
         if decided in ACTIONS:
             message = f"Decision recorded: {decided}. Press n for the next item."
-        elif not mine and lease is None and item.status == "pending":
-            message = ("You have not claimed this item, so you cannot decide it here: "
-                       "press n to claim the most urgent item for you.")
+        elif unclaimable and lease is None:
+            message = ("This item cannot be claimed: it already has all the reviewers it needs, "
+                       "or you decided it before. Press n to claim the most urgent item for you.")
+        elif claimable:
+            message = ("You have not claimed this item: claim it to decide it here, "
+                       "or press n to claim the most urgent item for you.")
         return _render(
             request, "item.html",
             {
@@ -778,6 +783,7 @@ def create_app(store: ReviewStore | None = None, *, config: WebConfig | None = N
                 "decisions": history,
                 "my_decision": mine[-1] if mine else None,
                 "lease": lease,
+                "claimable": claimable,
                 "classes": classes,
                 "class_keys": [(str(i + 1), c) for i, c in enumerate(classes[:9])],
                 "probs": _ordered_probs(item.probs, classes),
@@ -830,6 +836,15 @@ def create_app(store: ReviewStore | None = None, *, config: WebConfig | None = N
             comment=(comment.strip() or None) if comment else None,
         )
         return _redirect(f"/items/{item_id}" + filters.query(decided=action))
+
+    @app.post("/items/{item_id:int}/claim")
+    def claim_item(request: Request, item_id: int, session: PostSession) -> Response:
+        """Claim the item on screen (opened from the queue) instead of the most urgent one."""
+        state = _state(request)
+        state.store.get_item(item_id)  # 404 for an unknown item
+        claimed = state.store.claim(session.reviewer, n=1, lease_seconds=state.config.lease_seconds,
+                                    item_id=item_id)
+        return _redirect(f"/items/{item_id}" + ("" if claimed else "?unclaimable=1"))
 
     @app.post("/items/{item_id:int}/release")
     def release(request: Request, item_id: int, session: PostSession) -> Response:

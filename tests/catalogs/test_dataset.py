@@ -25,6 +25,7 @@ from catalogs import (
     list_catalogs,
     open_catalog,
     parse_filter,
+    read_catalog,
     write_catalog,
     write_exposure_catalog,
 )
@@ -287,6 +288,29 @@ def test_wrong_major_version_names_file_and_versions(dataset):
     _rewrite(path, version="one")
     with pytest.raises(CatalogSchemaError, match="malformed catalog schema version 'one'"):
         open_catalog(root)
+
+
+def test_older_minor_versions_open_with_the_new_columns_missing(dataset):
+    root, tables = dataset
+    path = catalog_path(root, "night1", "exp_a")
+    _rewrite(path, drop="triage_stratum", version="1.3")  # written before schema 1.4 added it
+    df = open_catalog(root, columns=["kind", "triage_stratum", "run", "exposure"], filters="snr > 0")
+    old = df["exposure"] == "exp_a"
+    assert old.any() and (~old).any()
+    assert df.loc[old & (df["run"] == "night1"), "triage_stratum"].isna().all()
+    assert not df.loc[~old, "triage_stratum"].isna().any()
+    assert open_catalog(root, filters="isnull(triage_stratum)")["exposure"].eq("exp_a").all()
+    back = read_catalog(path)  # the single-file reader fills the column with its fill value
+    assert back.meta["schema_version"] == "1.3" and set(back["triage_stratum"]) == {""}
+    assert len(back) == len(tables[("night1", "exp_a")])
+    # a column that already existed in the file's version is still required, naming both versions
+    _rewrite(path, drop="decision", version="1.2")  # decision came with 1.3: fine
+    assert len(read_catalog(path)) == len(back)
+    _rewrite(path, drop="psf_fwhm")  # psf_fwhm came with 1.2, which this file claims
+    with pytest.raises(CatalogSchemaError, match=r"missing column 'psf_fwhm' \(file schema version 1.2"):
+        open_catalog(root)
+    with pytest.raises(CatalogSchemaError, match=r"missing column 'psf_fwhm' \(file schema version 1.2"):
+        read_catalog(path)
 
 
 def test_wrong_column_type_is_named(dataset):

@@ -240,7 +240,7 @@ def test_every_post_route_refuses_without_session_or_csrf_token(web_store):
     client = _client(web_store)
     routes = _post_routes(client.app)
     assert set(routes) == {"/login", "/logout", "/next", "/undo", "/items/{item_id:int}/decide",
-                           "/items/{item_id:int}/release"}
+                           "/items/{item_id:int}/claim", "/items/{item_id:int}/release"}
     csrf = _login(client)
     item = _next(client, csrf)  # alice holds a lease, so a forged decide/release would succeed
     other = _client(web_store)
@@ -440,6 +440,32 @@ def test_bad_decisions_are_refused_and_change_nothing(client, web_store):
     r = client.post(f"/items/{bobs}/decide", data={"csrf_token": csrf, "action": "accept"})
     assert r.status_code == 409
     assert web_store.decisions(bobs) == []
+
+
+def test_an_item_opened_from_the_queue_is_claimed_and_decided_there(client, web_store):
+    csrf = _login(client)
+    # the least urgent item, opened from the queue page rather than reached with "next"
+    target = min(web_store.list_items(), key=lambda i: (i.priority, -i.id)).id
+    page = client.get(f"/items/{target}").text
+    assert 'id="claim"' in page and '<fieldset class="decide" disabled>' in page
+    r = client.post(f"/items/{target}/claim", data={"csrf_token": csrf}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/items/{target}"
+    assert [i.id for i in web_store.leased_to("alice")] == [target]
+    page = client.get(f"/items/{target}").text
+    assert 'id="claim"' not in page and '<fieldset class="decide">' in page
+    r = client.post(f"/items/{target}/decide", data={"csrf_token": csrf, "action": "reject"},
+                    follow_redirects=False)
+    assert r.status_code == 303
+    assert [(d.reviewer, d.action) for d in web_store.decisions(target)] == [("alice", "reject")]
+    # decided by alice already: not claimable again, and the page says why; nothing changes
+    before = len(web_store.audit_trail())
+    r = client.post(f"/items/{target}/claim", data={"csrf_token": csrf}, follow_redirects=False)
+    assert r.headers["location"] == f"/items/{target}?unclaimable=1"
+    assert "cannot be claimed" in client.get(r.headers["location"]).text
+    assert len(web_store.audit_trail()) == before
+    # an unknown item: 404
+    r = client.post("/items/999999/claim", data={"csrf_token": csrf}, follow_redirects=False)
+    assert r.status_code == 404
 
 
 def test_unknown_items_give_a_clear_404(client):
