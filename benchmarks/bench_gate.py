@@ -81,8 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     pred = probs.argmax(1)
     conf = probs.max(1)
     wrong = pred != test.labels
-    strata = test.strata(model.fwhm_range)
     cal = model.metadata["calibration"]
+    # an exposure denser than every calibration field is outside the calibrated range (None: weights
+    # trained before the rule)
+    field_max = cal.get("field_density_max")
+    strata = test.strata(model.fwhm_range, field_max)
     np.savez(out / "bench_gate_items.npz", confidence=conf, wrong=wrong, strata=strata, labels=test.labels,
              fwhm=test.fwhm, snr=test.snr)
     results: dict = {"n_test": len(test), "n_calibration": len(cal["scores"]), "simulation_s": t_sim}
@@ -101,6 +104,15 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             print(f"{alpha:7.3f} {r['stratum']:>34s} {r['n']:6d} {r['auto']:6d} {r['coverage']:9.3f} "
                   f"{r['error']:8.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}]")
+
+    if field_max is not None:
+        dens = np.unique(test.exposure_density)
+        print(f"\nfresh fields denser than the densest calibration field ({field_max:.4f} detections per FWHM^2): "
+              f"{int((dens > field_max).sum())} of {len(dens)} (their detections go to review)")
+        if crowded is not None:
+            cd = np.unique(crowded.exposure_density)
+            print(f"crowded fields' densities: {', '.join(f'{d:.4f}' for d in cd)}")
+        results["field_density_max"] = field_max
 
     ece = expected_calibration_error(conf, ~wrong)
     table = reliability_table(conf, ~wrong, n_bins=15)
@@ -131,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if crowded is not None:
         p_cr, _, _ = gate_predict(model, crowded.physics, crowded.evidence)
         cr_wrong = p_cr.argmax(1) != crowded.labels
-        cr_rows = _risk_rows(triage, p_cr.max(1), cr_wrong, crowded.strata(model.fwhm_range))
+        cr_rows = _risk_rows(triage, p_cr.max(1), cr_wrong, crowded.strata(model.fwhm_range, field_max))
         results["crowded_fields"] = {"n_fields": args.crowded_fields, "accuracy": float(np.mean(~cr_wrong)),
                                      "alpha_0.01": cr_rows}
         print(f"\ncrowded fields ({args.crowded_fields} x {cfg.field_size}^2 at the training's raised densities, "
@@ -142,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p_far, _, _ = gate_predict(model, far.physics, far.evidence)
     far_wrong = p_far.argmax(1) != far.labels
-    far_strata = far.strata(model.fwhm_range)
+    far_strata = far.strata(model.fwhm_range, field_max)
     auto_far, reasons = triage.decide(p_far.max(1), far_strata)
     results["outside_range"] = {"n": len(far), "auto": int(auto_far.sum()),
                                 "error_auto": float(far_wrong[auto_far].mean()) if auto_far.any() else None,

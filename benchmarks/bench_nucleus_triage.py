@@ -37,15 +37,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from moe_imaging.calibrate import clopper_pearson, expected_calibration_error, fit_stratified_triage  # noqa: E402
+from moe_imaging.calibrate import clopper_pearson, expected_calibration_error  # noqa: E402
 from moe_imaging.nucleus_triage import (  # noqa: E402
     DEFAULT_NUCLEUS_TRIAGE_WEIGHTS,
     NucleusTriageConfig,
     apply_nucleus_triage,
     detect_field,
     field_config,
+    fit_nucleus_triage,
     label_detections,
+    OUT_OF_RANGE_STRATUM,
     load_nucleus_triage,
+    outside_feature_range,
     predict_nucleus,
     simulate_samples,
 )
@@ -69,16 +72,18 @@ def _fmt(r: dict, alpha: float) -> str:
             f"{err} {ci:<16} | {100 * r['coverage']:5.1f}% |")
 
 
-def _pipeline_check(cfg: NucleusTriageConfig, n_fields: int, alpha: float) -> dict:
+def _pipeline_check(cfg: NucleusTriageConfig, n_fields: int, alpha: float, size: int | None = None) -> dict:
     """detect_image on OME-TIFFs (gate enabled) against the label masks."""
     from moe_imaging.simulate_microscopy import simulate_microscopy
     from pipelines import DetectionConfig, detect_image
     from pipelines.io_tiff import write_ome_tiff
 
-    n = n_auto = k = n_review = 0
+    n = n_auto = k = n_review = n_spurious = 0
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(n_fields):
             sc = field_config(cfg, 3, 10_000 + i)
+            if size is not None:
+                sc = dataclasses.replace(sc, shape=(size, size))
             sim = simulate_microscopy(sc)
             path = write_ome_tiff(Path(tmp) / f"f{i}.ome.tif", sim.image, pixel_size_um=sc.pixel_size_um,
                                   numerical_aperture=sc.numerical_aperture, wavelength_nm=sc.emission_wavelength_nm)
@@ -96,8 +101,9 @@ def _pipeline_check(cfg: NucleusTriageConfig, n_fields: int, alpha: float) -> di
             n_auto += int(auto.sum())
             k += int(wrong[auto].sum())
             n_review += int((~auto).sum())
+            n_spurious += int(np.sum(outcome == "spurious"))
     lo, hi = clopper_pearson(k, n_auto, 0.95)
-    return {"fields": n_fields, "alpha": alpha, "n": n, "n_auto": n_auto, "errors_auto": k,
+    return {"fields": n_fields, "size": size or cfg.field_size, "spurious": n_spurious, "alpha": alpha, "n": n, "n_auto": n_auto, "errors_auto": k,
             "error_auto": k / n_auto if n_auto else math.nan, "ci_low": lo, "ci_high": hi,
             "coverage": n_auto / n if n else math.nan}
 
@@ -120,17 +126,18 @@ def main(argv: list[str] | None = None) -> int:
     conf = probs.max(axis=1)
     pred = probs.argmax(axis=1)
     wrong = pred != test.labels
-    strata = test.strata
+    beyond = outside_feature_range(test.features, model.feature_range) != ""
+    strata = np.where(beyond, OUT_OF_RANGE_STRATUM, test.strata)
     outcomes = {k: int(v) for k, v in zip(*np.unique(test.outcome, return_counts=True))}
     print(f"nucleus triage benchmark: {args.fields} fresh {cfg.field_size}^2 fields (split 3), {len(test)} detections "
-          f"{outcomes}; calibration split {len(cal['scores'])} detections; delta 5 %")
+          f"{outcomes}; calibration split {len(cal['scores'])} detections; delta 5 %; "
+          f"{int(beyond.sum())} detections outside the training range of the physics (always review)")
     print()
     print("| alpha | stratum                |      n | n_auto | err  | error auto [95% CI]     | auto   |")
     print("| ---: | --- | ---: | ---: | ---: | --- | ---: |")
     table = []
     for alpha in ALPHAS:
-        triage = fit_stratified_triage(np.asarray(cal["scores"]), np.asarray(cal["errors"]), np.asarray(cal["strata"]),
-                                       alpha=alpha, delta=0.05)
+        triage = fit_nucleus_triage(model, alpha=alpha, delta=0.05)  # what apply_nucleus_triage uses
         auto, _ = triage.decide(conf, strata)
         rows = [_row("all", wrong, auto)]
         for s in sorted(set(strata.tolist())):
@@ -164,12 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"accuracy (nucleus vs artifact): triage {acc_triage:.4f}; nucleus expert alone {acc_expert:.4f}; "
           f"expert S/N >= {t_best:.1f} {acc_snr:.4f}")
     # end to end through the pipeline
-    pipe = None
-    if args.pipeline_fields > 0:
-        pipe = _pipeline_check(cfg, args.pipeline_fields, 0.01)
-        print(f"end to end (detect_image, gate enabled, alpha 1%, {pipe['fields']} fields): {pipe['n']} detections, "
-              f"{pipe['n_auto']} decided ({100 * pipe['coverage']:.1f}%), {pipe['errors_auto']} wrong "
-              f"({100 * pipe['error_auto']:.2f}%, 95% CI [{100 * pipe['ci_low']:.2f}, {100 * pipe['ci_high']:.2f}]%)")
+    pipe = []
+    for size in ((None, 512) if args.pipeline_fields > 0 else ()):
+        p = _pipeline_check(cfg, args.pipeline_fields, 0.01, size)
+        pipe.append(p)
+        print(f"end to end (detect_image, gate enabled, alpha 1%, {p['fields']} fields of {p['size']}^2): "
+              f"{p['n']} detections ({p['spurious']} spurious), "
+              f"{p['n_auto']} decided ({100 * p['coverage']:.1f}%), {p['errors_auto']} wrong "
+              f"({100 * p['error_auto']:.2f}%, 95% CI [{100 * p['ci_low']:.2f}, {100 * p['ci_high']:.2f}]%)")
     # out of range: coarse pixels, nuclei smaller (in pixels) than any calibration field's
     n_oor = n_oor_auto = oor_right = 0
     strata_oor: set[str] = set()

@@ -48,7 +48,7 @@ __all__ = [
     "validate",
 ]
 
-SCHEMA_VERSION = "1.4"
+SCHEMA_VERSION = "1.5"
 """Version of the catalog schema, ``"major.minor"``.
 
 The major number changes when a column is removed, renamed or changes meaning
@@ -62,6 +62,7 @@ COLUMN_ADDED: dict[str, str] = {
     **{name: "1.3" for name in ("p_star", "p_galaxy", "p_streak", "p_artifact", "confidence", "decision",
                                 "review_reason")},
     "triage_stratum": "1.4",
+    "p_nucleus": "1.5",
 }
 """The minor schema version that added each column (columns of 1.0 are not listed).
 
@@ -217,7 +218,10 @@ COLUMNS: tuple[Column, ...] = (
        "probability of a star: the gate's, calibrated (or the learned expert's own without the gate; NaN if neither)"),
     _c("p_galaxy", "float64", None, "gate: calibrated probability of a galaxy"),
     _c("p_streak", "float64", None, "gate: calibrated probability of a streak (fast mover)"),
-    _c("p_artifact", "float64", None, "gate: calibrated probability of an artifact or spurious detection"),
+    _c("p_artifact", "float64", None,
+       "gate: calibrated probability of an artifact or spurious detection (microscopy: spurious, split or merged)"),
+    _c("p_nucleus", "float64", None,
+       "microscopy gate (nucleus triage): calibrated probability of exactly one real nucleus (NaN in survey mode)"),
     _c("confidence", "float64", None, "gate: calibrated probability of the chosen kind"),
     _c("decision", "str", None,
        "gate: accepted / rejected (decided automatically under the certified risk) or review ('' without the gate)"),

@@ -2,7 +2,10 @@
 
 The same engine as the survey flow (:mod:`flows.batch`), in microscopy mode:
 the nucleus expert with the PSF and nucleus scale from the optics (OME
-metadata, else ``[detection.microscopy]``).  Plates: a CSV manifest with
+metadata, else ``[detection.microscopy]``).  With ``[detection.gate]`` on (the
+flow default) the nucleus triage (:mod:`moe_imaging.nucleus_triage`) gives every
+nucleus ``p_nucleus`` and a certified decision, and the rows it routes to review
+go to the review queue (microscopy cutouts, percentile stretch).  Plates: a CSV manifest with
 ``path``, ``plate`` and ``well`` columns, or a glob over one folder per plate
 (``plates/*/*.ome.tif``: the plate is the folder's name).  Besides the run
 summary it writes the per-image nucleus counts: a CSV next to the summary
@@ -34,7 +37,12 @@ _COUNT_FIELDS = ("image", "plate", "well", "status", "nuclei", "catalog", "reaso
 
 
 def nucleus_counts(summary: RunSummary) -> list[dict[str, Any]]:
-    """One row per image: image, plate, well, status, nuclei (empty when it failed), catalog, reason."""
+    """One row per image: image, plate, well, status, nuclei (empty when it failed), catalog, reason.
+
+    ``nuclei`` counts the rows of kind ``nucleus``: every detection without the
+    gate; with it, those the nucleus triage does not call an ``artifact``
+    (a spurious detection, a piece of a split nucleus or a merge of two).
+    """
     rows = []
     for o in summary.outcomes:
         nuclei: int | str = ""

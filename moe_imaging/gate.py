@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -55,6 +56,7 @@ __all__ = [
     "DECISIONS",
     "FWHM_STRATA",
     "CROWDED_BEAM_DENSITY",
+    "field_density",
     "beam_density",
     "fwhm_stratum",
     "triage_stratum",
@@ -399,11 +401,37 @@ def fwhm_stratum(fwhm: np.ndarray | float, mode: str = "survey", density: np.nda
     return np.where(crowded, f"{mode}:crowded", np.char.add(names, ":sparse")).astype(str)
 
 
+def field_density(n_detections: int, fwhm: np.ndarray | float, shape: tuple[int, int]) -> float:
+    """Detections per PSF beam (per FWHM^2) over a whole exposure: how crowded the field is as a whole.
+
+    ``fwhm`` may be one value or one per detection (their median is used).
+    """
+    ny, nx = shape
+    f = np.asarray(fwhm, dtype=float)
+    f = f[np.isfinite(f)] if f.ndim else f
+    beam = float(np.median(f)) ** 2 if np.size(f) else math.nan
+    return float(n_detections) * beam / float(ny * nx) if ny * nx else math.nan
+
+
 def triage_stratum(psf_fwhm: np.ndarray, fwhm_range: tuple[float, float], mode: str = "survey",
-                   density: np.ndarray | None = None) -> np.ndarray:
-    """The stratum of each detection; a PSF outside the trained range is its own, never certified, stratum."""
+                   density: np.ndarray | None = None, *, exposure_density: float | np.ndarray | None = None,
+                   exposure_density_max: float | None = None) -> np.ndarray:
+    """The stratum of each detection; outside the calibrated range a detection gets its own, never certified, stratum.
+
+    A PSF outside the trained FWHM range gives ``"<mode>:fwhm-outside-training-range"``;
+    an exposure whose :func:`field_density` ``exposure_density`` exceeds
+    ``exposure_density_max`` (the densest calibration field) gives ``"<mode>:field-denser-than-calibration"``
+    to all its detections (``exposure_density`` may also be given per
+    detection, e.g. for rows pooled from many fields).  A sparser field than any
+    in calibration is not refused: fewer neighbours make blends rarer, not more
+    common.  A PSF outside the trained range takes precedence.
+    """
     f = np.asarray(psf_fwhm, dtype=float)
     strata = fwhm_stratum(f, mode, density)
+    if exposure_density is not None and exposure_density_max is not None:
+        with np.errstate(invalid="ignore"):
+            denser = np.broadcast_to(np.asarray(exposure_density, dtype=float) > exposure_density_max, f.shape)
+        strata = np.where(denser, f"{mode}:field-denser-than-calibration", strata)
     outside = ~((f >= fwhm_range[0]) & (f <= fwhm_range[1]))
     return np.where(outside, f"{mode}:fwhm-outside-training-range", strata)
 
@@ -446,7 +474,9 @@ def apply_gate(
     the strata are the PSF-size bin and the crowding (:func:`beam_density` of
     the detections in ``table``, so pass the whole exposure's catalog, and the
     exposure's ``image_shape`` so edges are not taken for sparse regions); a PSF
-    outside the gate's training range is never decided automatically.
+    outside the gate's training range, or an exposure more crowded as a whole
+    than any calibration field (:func:`field_density`, needs ``image_shape``),
+    is never decided automatically.
     """
     path = Path(weights) if weights is not None else DEFAULT_GATE_WEIGHTS
     model = load_gate(path)
@@ -458,7 +488,10 @@ def apply_gate(
     conf = probs.max(axis=1) if n else np.zeros(0)
     fwhm = np.asarray(out["psf_fwhm"], float) if "psf_fwhm" in out.colnames else np.full(n, psf_fwhm)
     density = beam_density(_col(out, "x"), _col(out, "y"), fwhm, image_shape) if n else np.zeros(0)
-    strata = triage_stratum(fwhm, model.fwhm_range, mode, density)
+    dens_max = model.metadata.get("calibration", {}).get("field_density_max")
+    dens = field_density(n, fwhm, image_shape) if (image_shape is not None and n) else None
+    strata = triage_stratum(fwhm, model.fwhm_range, mode, density, exposure_density=dens,
+                            exposure_density_max=dens_max)
     triage = _triage(str(path.resolve()), float(alpha), float(delta), int(min_count))
     auto, reasons = triage.decide(conf, strata) if n else (np.zeros(0, bool), [])
     snr = np.asarray(out["snr"], float) if "snr" in out.colnames else np.full(n, np.nan)
@@ -476,5 +509,6 @@ def apply_gate(
     out["gate_reason"] = np.asarray(why, dtype=str) if n else np.zeros(0, "U1")
     out["triage_stratum"] = strata.astype(str) if n else np.zeros(0, "U1")
     out.meta["gate"] = {"weights": path.name, "alpha": alpha, "delta": delta, "temperature": model.temperature,
-                        "uncalibrated_strata": dict(triage.uncalibrated)}
+                        "uncalibrated_strata": dict(triage.uncalibrated), "field_density": dens,
+                        "field_density_max": dens_max}
     return out

@@ -171,7 +171,11 @@ def recalibrate_with_labels(
     history.append({"source": source, "rows": int(len(labels)), "used": int(use.sum()),
                     "added_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                     "base_weights": base_path.name})
-    meta["calibration"] = {"scores": scores.round(6).tolist(), "errors": errors.astype(int).tolist(),
+    # per-row arrays of the simulated split (fwhm, density, ...) no longer line up with the pool;
+    # everything else (e.g. field_density_max, the calibrated range) is kept
+    per_row = {"scores", "errors", "strata", "fwhm", "density", "exposure_density"}
+    meta["calibration"] = {**{k: v for k, v in cal.items() if k not in per_row},
+                           "scores": scores.round(6).tolist(), "errors": errors.astype(int).tolist(),
                            "strata": pooled.tolist(), "label_sets": history}
     new = dataclasses.replace(model, metadata=meta)
     out = Path(out)

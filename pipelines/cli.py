@@ -8,6 +8,7 @@
     moe-imaging simulate microscopy --size 1024 --seed 1 --out DIR
     moe-imaging train learned [--seed 1] [--out moe_imaging/models/learned_v1.pt] [--device cpu]
     moe-imaging train gate [--seed 1] [--out moe_imaging/models/gate_v1.pt]
+    moe-imaging train nucleus-triage [--seed 1] [--out moe_imaging/models/nucleus_triage_v1.pt]
 
 Expected faults (bad input, bad configuration) print one line,
 ``moe-imaging: error: FILE: cause``, and exit with status 2; no traceback.
@@ -108,6 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
     tg.add_argument("--train-fields", type=int, default=None, help="simulated training fields (default 20)")
     tg.add_argument("--calibration-fields", type=int, default=None, help="simulated calibration fields (default 40)")
     tg.add_argument("--quiet", action="store_true", help="no progress lines")
+    tn = trsub.add_parser("nucleus-triage", help="the microscopy (nucleus) triage and its calibration split; "
+                                                 "writes NUCLEUS_TRIAGE_MODEL_CARD.md")
+    tn.add_argument("--seed", type=int, default=None, help="random seed (default 1: the shipped model)")
+    tn.add_argument("--out", default=None,
+                    help="weights file (default: the shipped moe_imaging/models/nucleus_triage_v1.pt)")
+    tn.add_argument("--train-fields", type=int, default=None, help="simulated training fields (default 80)")
+    tn.add_argument("--calibration-fields", type=int, default=None, help="simulated calibration fields (default 150)")
+    tn.add_argument("--test-fields", type=int, default=None, help="simulated test fields (default 30)")
+    tn.add_argument("--field-size", type=int, default=None, help="side of each simulated field in pixels (default 1024)")
+    tn.add_argument("--epochs", type=int, default=None, help="full-batch training steps (default 600)")
+    tn.add_argument("--quiet", action="store_true", help="no progress lines")
 
     cal = sub.add_parser("calibrate", help="refit the gate's certified triage with reviewers' labels "
                                            "(a label file from 'moe-imaging review export')")
@@ -256,6 +268,8 @@ def _cmd_simulate_microscopy(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     if args.kind == "gate":
         return _cmd_train_gate(args)
+    if args.kind == "nucleus-triage":
+        return _cmd_train_nucleus_triage(args)
     from moe_imaging.learned.model import DEFAULT_WEIGHTS
     from moe_imaging.learned.train import TrainConfig, train_learned
 
@@ -296,6 +310,26 @@ def _cmd_train_gate(args: argparse.Namespace) -> int:
         m = model.metadata["metrics"]
         print(f"calibration accuracy {m['calibration_accuracy']:.3f}, ECE {m['calibration_ece']:.4f}; weights: {out}; "
               f"model card: {out.with_name('GATE_MODEL_CARD.md')}")
+    return 0
+
+
+def _cmd_train_nucleus_triage(args: argparse.Namespace) -> int:
+    from moe_imaging.errors import InputError
+    from moe_imaging.nucleus_triage import DEFAULT_NUCLEUS_TRIAGE_WEIGHTS, NucleusTriageConfig, train_nucleus_triage
+
+    changes = {"seed": args.seed, "epochs": args.epochs, "n_train_fields": args.train_fields,
+               "n_calibration_fields": args.calibration_fields, "n_test_fields": args.test_fields,
+               "field_size": args.field_size}
+    cfg = NucleusTriageConfig.from_mapping({k: v for k, v in changes.items() if v is not None})
+    out = Path(args.out) if args.out else DEFAULT_NUCLEUS_TRIAGE_WEIGHTS
+    if out.suffix != ".pt":
+        raise InputError(str(out), "the weights file must end in .pt")
+    log = None if args.quiet else (lambda msg: print(msg, flush=True))
+    model = train_nucleus_triage(cfg, out=out, log=log)
+    if not args.quiet:
+        m = model.metadata["metrics"]
+        print(f"calibration accuracy {m['calibration_accuracy']:.4f}, ECE {m['calibration_ece']:.4f}; weights: {out}; "
+              f"model card: {out.with_name('NUCLEUS_TRIAGE_MODEL_CARD.md')}")
     return 0
 
 

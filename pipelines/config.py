@@ -156,9 +156,13 @@ class GateConfig(Config):
     enabled : bool
         Run the gate after fusion: every survey expert scores every
         detection, the gate gives calibrated class probabilities, and the
-        triage decides automatically or routes to review.
+        triage decides automatically or routes to review.  In microscopy
+        mode the nucleus triage (:mod:`moe_imaging.nucleus_triage`, the
+        shipped ``nucleus_triage_v1.pt``) does the same for the nucleus
+        expert's detections, with the same ``alpha``, ``delta`` and
+        ``min_count``.
     weights : str or None
-        Gate weights (default: the shipped ``gate_v1.pt``).
+        Gate weights (default: the shipped ``gate_v1.pt``); survey mode only.
     alpha : float
         Risk: the largest error rate allowed among automatic decisions.
     delta : float

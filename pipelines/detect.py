@@ -252,6 +252,8 @@ def detect_image(
         table = fuse(per_expert, radius=max(1.5, psf.fwhm))
     if mode == "survey" and config.gate.enabled:
         table = _gate(table, exposure, tiles, psf, background, scorers, config, threshold, progress, sched)
+    elif mode == "microscopy" and config.gate.enabled:
+        table = _nucleus_triage(table, psf, nucleus_config, config)
     catalog = _to_catalog(table, exposure)
     provenance = make_provenance(
         input_path=exposure.path,
@@ -295,6 +297,24 @@ def _gate(table, exposure, tiles, psf, background, scorers, config, threshold, p
     for col in evidence.colnames:  # every expert's evidence stays with the row
         out[f"ev_{col}"] = evidence[col]
     return out
+
+
+def _nucleus_triage(table: Table, psf: PSF, nucleus_config: NucleusExpertConfig, config: DetectionConfig) -> Table:
+    """The microscopy counterpart of the gate: calibrated ``p_nucleus`` and the certified triage.
+
+    Same ``gate.alpha``, ``gate.delta`` and ``gate.min_count`` as survey mode; the
+    model is the shipped nucleus triage (:mod:`moe_imaging.nucleus_triage`).  An
+    image whose nucleus size or PSF (pixels) the calibration did not cover goes to
+    review entirely.
+    """
+    from moe_imaging.nucleus_triage import apply_nucleus_triage
+
+    gate = config.gate
+    try:
+        return apply_nucleus_triage(table, diameter_px=nucleus_config.diameter_px, psf_fwhm=psf.fwhm,
+                                    alpha=gate.alpha, delta=gate.delta, min_count=gate.min_count)
+    except FileNotFoundError as exc:
+        raise InputError("nucleus triage", str(exc)) from None
 
 
 def _expert_config(name: str, config: DetectionConfig, exposure: Exposure):

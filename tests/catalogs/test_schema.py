@@ -26,7 +26,7 @@ EXPECTED = [
     "source_id", "x", "y", "x_peak", "y_peak", "ra", "dec", "flux", "flux_err", "snr",
     "det_snr", "mag", "mag_err", "a", "b", "theta", "sharpness", "roundness",
     "background", "noise", "psf_fwhm", "kind", "subtype", "expert", "flags",
-    "p_star", "p_galaxy", "p_streak", "p_artifact", "confidence", "decision", "review_reason",
+    "p_star", "p_galaxy", "p_streak", "p_artifact", "p_nucleus", "confidence", "decision", "review_reason",
     "triage_stratum",
 ]
 

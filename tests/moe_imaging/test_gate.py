@@ -20,6 +20,7 @@ from moe_imaging.gate import (
     apply_gate,
     beam_density,
     evidence_features,
+    field_density,
     fwhm_stratum,
     load_gate,
     physics_features,
@@ -137,6 +138,46 @@ def test_decisions_have_reasons_and_unknown_psfs_go_to_review(tiny_gate) -> None
     far = apply_gate(fused, ev, psf_fwhm=12.0, threshold=4.9, weights=tiny_gate, min_count=1)
     assert set(np.asarray(far["decision"]).astype(str)) == {"review"}
     assert all("outside-training-range" in r for r in np.asarray(far["review_reason"]).astype(str))
+
+
+def test_field_density_and_its_stratum() -> None:
+    # 400 detections at FWHM 3 on 1000 x 1000 px: 400 * 9 / 1e6 detections per FWHM^2
+    assert field_density(400, 3.0, (1000, 1000)) == pytest.approx(0.0036)
+    assert field_density(400, np.array([2.0, 3.0, 9.0]), (1000, 1000)) == pytest.approx(0.0036)  # median
+    f = np.array([2.0, 3.0, 9.0])
+    base = triage_stratum(f, (1.5, 6.0), density=np.zeros(3))
+    assert list(triage_stratum(f, (1.5, 6.0), density=np.zeros(3), exposure_density=0.004,
+                               exposure_density_max=0.005)) == list(base)
+    denser = triage_stratum(f, (1.5, 6.0), density=np.zeros(3), exposure_density=0.006, exposure_density_max=0.005)
+    # the PSF range still names its own stratum; the rest of a too-dense exposure gets the field's
+    assert list(denser) == ["survey:field-denser-than-calibration"] * 2 + ["survey:fwhm-outside-training-range"]
+    # rows pooled from several fields (training, benchmarks): one field density per row, same rule
+    pooled = triage_stratum(f, (1.5, 6.0), density=np.zeros(3), exposure_density=np.array([0.006, 0.004, 0.006]),
+                            exposure_density_max=0.005)
+    assert list(pooled) == ["survey:field-denser-than-calibration", base[1], "survey:fwhm-outside-training-range"]
+
+
+def test_an_exposure_denser_than_any_calibration_field_goes_to_review(tiny_gate, tmp_path) -> None:
+    sim, tile, experts, fused = _field()
+    fused["psf_fwhm"] = 3.0
+    ev = score_candidates(tile, fused, experts)
+    shape = sim.image.shape
+    here = field_density(len(fused), 3.0, shape)
+    blob = torch.load(tiny_gate, weights_only=False)
+    assert blob["metadata"]["calibration"]["field_density_max"] > 0
+    paths = {}
+    for name, limit in (("roomy", 10 * here), ("tight", 0.5 * here)):
+        blob["metadata"]["calibration"]["field_density_max"] = limit
+        paths[name] = tmp_path / f"gate_{name}.pt"
+        torch.save(blob, paths[name])
+    roomy = apply_gate(fused, ev, psf_fwhm=3.0, threshold=4.9, weights=paths["roomy"], min_count=1, image_shape=shape)
+    tight = apply_gate(fused, ev, psf_fwhm=3.0, threshold=4.9, weights=paths["tight"], min_count=1, image_shape=shape)
+    assert not any("field-denser" in s for s in np.asarray(roomy["triage_stratum"]).astype(str))
+    assert set(np.asarray(tight["decision"]).astype(str)) == {"review"}
+    assert all("field-denser-than-calibration" in r for r in np.asarray(tight["review_reason"]).astype(str))
+    assert tight.meta["gate"]["field_density"] == pytest.approx(here)
+    # the probabilities do not change, only who decides
+    assert np.allclose(np.asarray(tight["confidence"]), np.asarray(roomy["confidence"]))
 
 
 def test_config_errors_name_the_key() -> None:

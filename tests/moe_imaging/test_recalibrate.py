@@ -42,6 +42,10 @@ def test_wrong_confident_labels_make_the_threshold_stricter(tmp_path) -> None:
     pooled = load_gate(out).metadata["calibration"]
     assert len(pooled["scores"]) == len(load_gate().metadata["calibration"]["scores"]) + 400
     assert pooled["label_sets"][-1]["used"] == 400
+    # the calibrated range travels with the pool; per-row arrays of the simulated split do not
+    base = load_gate().metadata["calibration"]
+    assert pooled.get("field_density_max") == base.get("field_density_max")
+    assert "density" not in pooled and "fwhm" not in pooled
 
 
 def test_correct_labels_never_make_it_stricter_and_unknown_rows_are_left_out(tmp_path) -> None:
