@@ -1,6 +1,6 @@
 """Benchmark of the microscopy (nucleus) triage on fresh simulated fields.
 
-    python benchmarks/bench_nucleus_triage.py [--fields 40] [--pipeline-fields 4]
+    python benchmarks/bench_nucleus_triage.py [--fields 40] [--pipeline-fields 16]
 
 Fields of split 3 (``SeedSequence([seed, 3, i])``; the shipped model used
 splits 0, 1 and 2 for training, calibration and test), drawn from the same
@@ -111,7 +111,7 @@ def _pipeline_check(cfg: NucleusTriageConfig, n_fields: int, alpha: float, size:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fields", type=int, default=40, help="fresh 1024^2 fields (default 40)")
-    parser.add_argument("--pipeline-fields", type=int, default=4, help="fields run through detect_image (default 4)")
+    parser.add_argument("--pipeline-fields", type=int, default=16, help="fields of each size run through detect_image (default 16)")
     parser.add_argument("--out-of-range-fields", type=int, default=4)
     parser.add_argument("--weights", default=None, help="model file (default: the shipped one)")
     parser.add_argument("--out", default="bench_out")

@@ -1,4 +1,8 @@
-"""Reviewers' labels back into the gate's calibration: ``moe-imaging calibrate --labels FILE``.
+"""Reviewers' labels back into the triage's calibration: ``moe-imaging calibrate --labels FILE``.
+
+Survey labels refit the gate's triage (:func:`recalibrate_with_labels`);
+microscopy labels (``nucleus`` / ``artifact``) refit the nucleus triage's
+(:func:`recalibrate_nucleus_triage_with_labels`, ``--model nucleus-triage``).
 
 The certified triage (:mod:`moe_imaging.calibrate`) chooses, per stratum, the
 lowest confidence threshold whose error rate on the *calibration pool* is
@@ -43,8 +47,22 @@ import pyarrow.parquet as pq
 from .calibrate import expected_calibration_error, fit_stratified_triage
 from .errors import InputError
 from .gate import DEFAULT_GATE_WEIGHTS, GATE_CLASSES, GateModel, load_gate
+from .nucleus_triage import (
+    DEFAULT_NUCLEUS_TRIAGE_WEIGHTS,
+    NUCLEUS_CLASSES,
+    OUT_OF_RANGE_STRATUM,
+    NucleusTriageModel,
+    load_nucleus_triage,
+)
 
-__all__ = ["LABEL_COLUMNS", "LabelSummary", "read_label_file", "recalibrate_with_labels", "summary_lines"]
+__all__ = [
+    "LABEL_COLUMNS",
+    "LabelSummary",
+    "read_label_file",
+    "recalibrate_with_labels",
+    "recalibrate_nucleus_triage_with_labels",
+    "summary_lines",
+]
 
 LABEL_COLUMNS: tuple[str, ...] = ("kind", "label", "confidence", "triage_stratum")
 """Columns a label file must have (``moe-imaging review export`` writes them, and more)."""
@@ -66,6 +84,9 @@ class LabelSummary:
         Expected calibration error of the gate's confidence on the labels.
     out : pathlib.Path
         The weights file written (the same network, a larger calibration pool).
+    setting : str
+        The ``[gate]`` configuration key that selects ``out`` (``weights`` for
+        the survey gate, ``nucleus_weights`` for the nucleus triage).
     """
 
     n_labels: int
@@ -75,6 +96,7 @@ class LabelSummary:
     alpha: float
     delta: float
     out: Path
+    setting: str = "weights"
 
 
 def read_label_file(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -137,6 +159,79 @@ def recalibrate_with_labels(
     base_path = Path(weights) if weights is not None else DEFAULT_GATE_WEIGHTS
     model: GateModel = load_gate(base_path)
     cal = model.metadata["calibration"]
+    pool = _pool_labels(cal, labels, GATE_CLASSES, alpha=alpha, delta=delta, min_count=min_count)
+    meta = dict(model.metadata)
+    # per-row arrays of the simulated split (fwhm, density, ...) no longer line up with the pool;
+    # everything else (e.g. field_density_max, the calibrated range) is kept
+    per_row = {"scores", "errors", "strata", "fwhm", "density", "exposure_density"}
+    meta["calibration"] = {**{k: v for k, v in cal.items() if k not in per_row}, **pool.calibration(decimals=6),
+                           "label_sets": _history(cal, labels, pool, source, base_path)}
+    new = dataclasses.replace(model, metadata=meta)
+    out = _check_out(out, base_path, "gate")
+    new.save(out)
+    return pool.summary(len(labels), alpha, delta, out, "weights")
+
+
+def recalibrate_nucleus_triage_with_labels(
+    labels: pd.DataFrame,
+    *,
+    out: str | os.PathLike[str],
+    weights: str | os.PathLike[str] | None = None,
+    alpha: float = 0.01,
+    delta: float = 0.05,
+    min_count: int = 50,
+    source: str = "labels",
+) -> LabelSummary:
+    """Add reviewed microscopy items to the nucleus triage's calibration pool; save new weights.
+
+    The same procedure and assumptions as :func:`recalibrate_with_labels`,
+    for the nucleus triage (:mod:`moe_imaging.nucleus_triage`): rows whose
+    ``kind`` and ``label`` are ``nucleus`` or ``artifact`` and whose stratum
+    is a calibrated microscopy stratum join the pool (survey rows, label
+    ``uncertain`` and the never-calibrated out-of-range stratum are left
+    out).  Point ``[gate] nucleus_weights`` at ``out``.
+    """
+    base_path = Path(weights) if weights is not None else DEFAULT_NUCLEUS_TRIAGE_WEIGHTS
+    try:
+        model: NucleusTriageModel = load_nucleus_triage(base_path)
+    except ValueError as exc:
+        raise InputError(str(base_path), str(exc)) from None
+    cal = model.calibration
+    pool = _pool_labels(cal, labels, NUCLEUS_CLASSES, alpha=alpha, delta=delta, min_count=min_count,
+                        never=(OUT_OF_RANGE_STRATUM,))
+    meta = dict(model.metadata)
+    meta["label_sets"] = _history(meta, labels, pool, source, base_path)
+    new = dataclasses.replace(model, calibration=pool.calibration(), metadata=meta)
+    out = _check_out(out, base_path, "nucleus triage")
+    new.save(out)
+    return pool.summary(len(labels), alpha, delta, out, "nucleus_weights")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pool:
+    """The calibration pool with the usable label rows added, and the per-stratum report."""
+
+    use: np.ndarray
+    scores: np.ndarray
+    errors: np.ndarray
+    strata: np.ndarray
+    label_scores: np.ndarray
+    label_errors: np.ndarray
+    per_stratum: dict[str, dict[str, float]]
+
+    def calibration(self, decimals: int | None = None) -> dict[str, list]:
+        scores = self.scores.round(decimals) if decimals is not None else self.scores
+        return {"scores": scores.tolist(), "errors": self.errors.astype(int).tolist(), "strata": self.strata.tolist()}
+
+    def summary(self, n_labels: int, alpha: float, delta: float, out: Path, setting: str) -> LabelSummary:
+        s1, e1 = self.label_scores, self.label_errors
+        ece = float(expected_calibration_error(s1, ~e1)) if len(s1) else float("nan")
+        return LabelSummary(int(n_labels), int(self.use.sum()), self.per_stratum, ece, alpha, delta, out, setting)
+
+
+def _pool_labels(cal: dict, labels: pd.DataFrame, classes: tuple[str, ...], *, alpha: float, delta: float,
+                 min_count: int, never: tuple[str, ...] = ()) -> _Pool:
+    """Pool the usable labels (a known class, a calibrated stratum) with the calibration split."""
     s0 = np.asarray(cal["scores"], float)
     e0 = np.asarray(cal["errors"], bool)
     k0 = np.asarray(cal["strata"]).astype(str)
@@ -145,17 +240,19 @@ def recalibrate_with_labels(
     kind = labels["kind"].astype(str).str.strip().str.lower().to_numpy()
     strata = labels["triage_stratum"].astype(str).to_numpy()
     conf = labels["confidence"].to_numpy(dtype=float)
-    known = set(k0.tolist())
-    use = np.isin(label, GATE_CLASSES) & np.isin(kind, GATE_CLASSES) & np.isin(strata, list(known))
+    known = set(k0.tolist()) - set(never)
+    use = np.isin(label, classes) & np.isin(kind, classes) & np.isin(strata, list(known))
     s1, e1, k1 = conf[use], kind[use] != label[use], strata[use]
 
     scores = np.concatenate([s0, s1])
     errors = np.concatenate([e0, e1])
     pooled = np.concatenate([k0, k1])
-    before = fit_stratified_triage(s0, e0, k0, alpha=alpha, delta=delta, min_count=min_count)
-    after = fit_stratified_triage(scores, errors, pooled, alpha=alpha, delta=delta, min_count=min_count)
+    fit = [~np.isin(k, list(never)) for k in (k0, pooled)]  # a never-calibrated stratum stays so
+    before = fit_stratified_triage(s0[fit[0]], e0[fit[0]], k0[fit[0]], alpha=alpha, delta=delta, min_count=min_count)
+    after = fit_stratified_triage(scores[fit[1]], errors[fit[1]], pooled[fit[1]], alpha=alpha, delta=delta,
+                                  min_count=min_count)
     per: dict[str, dict[str, float]] = {}
-    for name in sorted(set(k1.tolist()) | set(k0.tolist())):
+    for name in sorted((set(k1.tolist()) | set(k0.tolist())) - set(never)):
         sel = k1 == name
         per[name] = {
             "calibration_before": int((k0 == name).sum()),
@@ -165,25 +262,22 @@ def recalibrate_with_labels(
             "threshold_before": float(before.thresholds[name].tau) if name in before.thresholds else float("inf"),
             "threshold_after": float(after.thresholds[name].tau) if name in after.thresholds else float("inf"),
         }
+    return _Pool(use, scores, errors, pooled, s1, e1, per)
 
-    meta = dict(model.metadata)
-    history = list(cal.get("label_sets", []))
-    history.append({"source": source, "rows": int(len(labels)), "used": int(use.sum()),
+
+def _history(holder: dict, labels: pd.DataFrame, pool: _Pool, source: str, base_path: Path) -> list[dict]:
+    history = list(holder.get("label_sets", []))
+    history.append({"source": source, "rows": int(len(labels)), "used": int(pool.use.sum()),
                     "added_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                     "base_weights": base_path.name})
-    # per-row arrays of the simulated split (fwhm, density, ...) no longer line up with the pool;
-    # everything else (e.g. field_density_max, the calibrated range) is kept
-    per_row = {"scores", "errors", "strata", "fwhm", "density", "exposure_density"}
-    meta["calibration"] = {**{k: v for k, v in cal.items() if k not in per_row},
-                           "scores": scores.round(6).tolist(), "errors": errors.astype(int).tolist(),
-                           "strata": pooled.tolist(), "label_sets": history}
-    new = dataclasses.replace(model, metadata=meta)
+    return history
+
+
+def _check_out(out: str | os.PathLike[str], base_path: Path, what: str) -> Path:
     out = Path(out)
     if out.resolve() == base_path.resolve():
-        raise InputError(str(out), "would overwrite the gate it starts from; choose another --out")
-    new.save(out)
-    ece = float(expected_calibration_error(s1, ~e1)) if len(s1) else float("nan")
-    return LabelSummary(int(len(labels)), int(use.sum()), per, ece, alpha, delta, out)
+        raise InputError(str(out), f"would overwrite the {what} it starts from; choose another --out")
+    return out
 
 
 def summary_lines(summary: LabelSummary) -> list[str]:
@@ -195,6 +289,6 @@ def summary_lines(summary: LabelSummary) -> list[str]:
     for name, r in summary.per_stratum.items():
         lines.append(f"  {name:34s} {r['calibration_before']:6d} {r['labels']:6d} {r['gate_error_on_labels']:8.3f} "
                      f"{r['threshold_before']:7.3f} {r['threshold_after']:7.3f}")
-    lines.append(f"wrote {summary.out}; use it with [gate] weights = \"{summary.out}\"")
+    lines.append(f"wrote {summary.out}; use it with [gate] {summary.setting} = \"{summary.out}\"")
     return lines
 

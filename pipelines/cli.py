@@ -9,6 +9,7 @@
     moe-imaging train learned [--seed 1] [--out moe_imaging/models/learned_v1.pt] [--device cpu]
     moe-imaging train gate [--seed 1] [--out moe_imaging/models/gate_v1.pt]
     moe-imaging train nucleus-triage [--seed 1] [--out moe_imaging/models/nucleus_triage_v1.pt]
+    moe-imaging calibrate --labels LABELS.parquet --out NEW.pt [--model gate|nucleus-triage]
 
 Expected faults (bad input, bad configuration) print one line,
 ``moe-imaging: error: FILE: cause``, and exit with status 2; no traceback.
@@ -121,11 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--epochs", type=int, default=None, help="full-batch training steps (default 600)")
     tn.add_argument("--quiet", action="store_true", help="no progress lines")
 
-    cal = sub.add_parser("calibrate", help="refit the gate's certified triage with reviewers' labels "
+    cal = sub.add_parser("calibrate", help="refit the certified triage with reviewers' labels "
                                            "(a label file from 'moe-imaging review export')")
     cal.add_argument("--labels", required=True, help="label file (Parquet) from 'moe-imaging review export'")
-    cal.add_argument("--out", required=True, help="new gate weights (.pt); point [gate] weights at it")
-    cal.add_argument("--weights", default=None, help="the gate to start from (default: the shipped one)")
+    cal.add_argument("--model", choices=("gate", "nucleus-triage"), default="gate",
+                     help="gate: the survey gate (survey labels); nucleus-triage: the microscopy triage "
+                          "(nucleus/artifact labels)")
+    cal.add_argument("--out", required=True, help="new weights (.pt); point [gate] weights (or nucleus_weights) at it")
+    cal.add_argument("--weights", default=None, help="the model to start from (default: the shipped one)")
     cal.add_argument("--alpha", type=float, default=0.01, help="risk level for the before/after report (default 0.01)")
     cal.add_argument("--delta", type=float, default=0.05, help="confidence for the report (default 0.05)")
     cal.set_defaults(func=_cmd_calibrate)
@@ -134,16 +138,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from moe_imaging.errors import InputError
-    from moe_imaging.recalibrate import read_label_file, recalibrate_with_labels, summary_lines
+    from moe_imaging.recalibrate import (
+        read_label_file,
+        recalibrate_nucleus_triage_with_labels,
+        recalibrate_with_labels,
+        summary_lines,
+    )
 
     out = Path(args.out)
     if out.suffix != ".pt":
         raise InputError(str(out), "the weights file must end in .pt")
+    what = "gate" if args.model == "gate" else "nucleus triage"
     if args.weights is not None and not Path(args.weights).exists():
-        raise InputError(args.weights, "no such gate weights file")
+        raise InputError(args.weights, f"no such {what} weights file")
     labels = read_label_file(args.labels)
-    summary = recalibrate_with_labels(labels, out=out, weights=args.weights, alpha=args.alpha, delta=args.delta,
-                                      source=Path(args.labels).name)
+    refit = recalibrate_with_labels if args.model == "gate" else recalibrate_nucleus_triage_with_labels
+    summary = refit(labels, out=out, weights=args.weights, alpha=args.alpha, delta=args.delta,
+                    source=Path(args.labels).name)
     print("\n".join(summary_lines(summary)))
     return 0
 

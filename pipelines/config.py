@@ -163,6 +163,11 @@ class GateConfig(Config):
         ``min_count``.
     weights : str or None
         Gate weights (default: the shipped ``gate_v1.pt``); survey mode only.
+    nucleus_weights : str or None
+        Nucleus triage weights (default: the shipped
+        ``nucleus_triage_v1.pt``); microscopy mode only.  ``moe-imaging
+        calibrate --model nucleus-triage --labels FILE`` writes one refitted
+        with reviewers' labels.
     alpha : float
         Risk: the largest error rate allowed among automatic decisions.
     delta : float
@@ -173,6 +178,7 @@ class GateConfig(Config):
 
     enabled: bool = False
     weights: str | None = None
+    nucleus_weights: str | None = None
     alpha: float = 0.01
     delta: float = 0.05
     min_count: int = 50
@@ -182,6 +188,8 @@ class GateConfig(Config):
             raise ConfigError(f"gate.enabled: expected true or false, got {self.enabled!r}")
         if self.weights is not None and not isinstance(self.weights, str):
             raise ConfigError(f"gate.weights: expected a path, got {self.weights!r}")
+        if self.nucleus_weights is not None and not isinstance(self.nucleus_weights, str):
+            raise ConfigError(f"gate.nucleus_weights: expected a path, got {self.nucleus_weights!r}")
         check_range("gate.alpha", self.alpha, low=0.0, high=0.5, low_inclusive=False)
         check_range("gate.delta", self.delta, low=0.0, high=0.5, low_inclusive=False)
         check_int("gate.min_count", self.min_count)

@@ -312,9 +312,12 @@ def _nucleus_triage(table: Table, psf: PSF, nucleus_config: NucleusExpertConfig,
     gate = config.gate
     try:
         return apply_nucleus_triage(table, diameter_px=nucleus_config.diameter_px, psf_fwhm=psf.fwhm,
-                                    alpha=gate.alpha, delta=gate.delta, min_count=gate.min_count)
+                                    alpha=gate.alpha, delta=gate.delta, min_count=gate.min_count,
+                                    weights=gate.nucleus_weights)
     except FileNotFoundError as exc:
-        raise InputError("nucleus triage", str(exc)) from None
+        raise InputError(gate.nucleus_weights or "nucleus triage", str(exc)) from None
+    except ValueError as exc:  # a file that is not a nucleus triage model
+        raise InputError(gate.nucleus_weights or "nucleus triage", str(exc)) from None
 
 
 def _expert_config(name: str, config: DetectionConfig, exposure: Exposure):

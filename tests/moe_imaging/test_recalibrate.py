@@ -88,3 +88,68 @@ def test_cli_refits_and_reports_and_bad_input_is_one_line(tmp_path, capsys) -> N
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope.parquet" in err[0] and "no such label file" in err[0]
     assert not (tmp_path / "x.pt").exists()
+
+
+# --------------------------------------------------------------------------- microscopy
+
+
+def _nucleus_stratum_with_threshold():
+    """A stratum of the shipped nucleus triage with a certified threshold above 0.5 at alpha 1 %."""
+    from moe_imaging.nucleus_triage import fit_nucleus_triage, load_nucleus_triage
+
+    tri = fit_nucleus_triage(load_nucleus_triage(), alpha=0.01, delta=0.05)
+    name = next(k for k, t in tri.thresholds.items() if t.certified and t.tau > 0.5)
+    return name, tri.thresholds[name].tau
+
+
+def _nucleus_labels(stratum: str, conf: np.ndarray, wrong: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"kind": "nucleus", "label": np.where(wrong, "artifact", "nucleus"), "confidence": conf,
+                         "triage_stratum": stratum, "mode": "microscopy", "source_id": np.arange(len(conf))})
+
+
+def test_microscopy_labels_refit_the_nucleus_triage(tmp_path) -> None:
+    from moe_imaging.nucleus_triage import OUT_OF_RANGE_STRATUM, fit_nucleus_triage, load_nucleus_triage
+    from moe_imaging.recalibrate import recalibrate_nucleus_triage_with_labels
+
+    stratum, tau = _nucleus_stratum_with_threshold()
+    conf = np.random.default_rng(1).uniform(max(tau, 0.5), 1.0, 400)  # above today's threshold, all wrong
+    labels = _nucleus_labels(stratum, conf, np.ones(400, bool))
+    others = pd.DataFrame({  # survey rows, an uncertain label, the never-calibrated stratum: all left out
+        "kind": ["star", "nucleus", "nucleus"], "label": ["galaxy", "uncertain", "artifact"],
+        "confidence": [0.99, 0.99, 0.99], "triage_stratum": ["survey:crowded", stratum, OUT_OF_RANGE_STRATUM],
+        "mode": ["survey", "microscopy", "microscopy"], "source_id": [1000, 1001, 1002]})
+    out = tmp_path / "nuclei_labels.pt"
+    s = recalibrate_nucleus_triage_with_labels(pd.concat([labels, others]), out=out, alpha=0.01)
+    assert s.n_labels == 403 and s.n_used == 400 and s.setting == "nucleus_weights"
+    r = s.per_stratum[stratum]
+    assert r["labels"] == 400 and r["calibration_after"] == r["calibration_before"] + 400
+    assert r["gate_error_on_labels"] == 1.0 and r["threshold_after"] > r["threshold_before"]
+    assert OUT_OF_RANGE_STRATUM not in s.per_stratum
+    new = load_nucleus_triage(out)
+    assert len(new.calibration["scores"]) == len(load_nucleus_triage().calibration["scores"]) + 400
+    assert new.metadata["label_sets"][-1]["used"] == 400
+    # what the pipeline will use: the refitted thresholds; the out-of-range stratum is still never decided
+    tri = fit_nucleus_triage(new, alpha=0.01)
+    assert tri.thresholds[stratum].tau == pytest.approx(r["threshold_after"])
+    assert OUT_OF_RANGE_STRATUM not in tri.thresholds
+    # the survey gate ignores microscopy labels: none of them is usable there
+    s_gate = recalibrate_with_labels(labels, out=tmp_path / "gate.pt", alpha=0.01)
+    assert s_gate.n_used == 0
+
+
+def test_cli_refits_the_nucleus_triage_and_names_the_setting(tmp_path, capsys) -> None:
+    stratum, _ = _nucleus_stratum_with_threshold()
+    path = tmp_path / "labels.parquet"
+    _nucleus_labels(stratum, np.linspace(0.6, 1.0, 60), np.zeros(60, bool)).to_parquet(path)
+    new = tmp_path / "nuclei.pt"
+    assert main(["calibrate", "--model", "nucleus-triage", "--labels", str(path), "--out", str(new)]) == 0
+    out = capsys.readouterr().out
+    assert "60 of 60 labels used" in out and stratum in out and f'nucleus_weights = "{new}"' in out
+    # a survey gate file is not a nucleus triage: one line naming it
+    from moe_imaging.gate import DEFAULT_GATE_WEIGHTS
+
+    assert main(["calibrate", "--model", "nucleus-triage", "--labels", str(path), "--out", str(tmp_path / "x.pt"),
+                 "--weights", str(DEFAULT_GATE_WEIGHTS)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gate_v1.pt" in err[0] and "not a nucleus triage" in err[0]
+    assert not (tmp_path / "x.pt").exists()

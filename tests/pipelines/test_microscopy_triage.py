@@ -89,3 +89,33 @@ def test_pipeline_fragments_outside_the_training_range_go_to_review(tmp_path) ->
     truth_kind = np.where(outcome == "nucleus", "nucleus", "artifact")
     wrong = np.asarray(cat["kind"]).astype(str) != truth_kind
     assert auto.sum() >= 30 and wrong[auto].sum() <= 1
+
+
+def test_nucleus_weights_refitted_with_labels_are_what_the_pipeline_uses(crowded_tiff, tmp_path) -> None:
+    """Reviewers who find the confident calls wrong: with the refitted weights nothing is decided alone."""
+    import pandas as pd
+
+    from moe_imaging.recalibrate import recalibrate_nucleus_triage_with_labels
+
+    from moe_imaging.nucleus_triage import load_nucleus_triage
+
+    # as many wrong labels as calibration rows, at the same confidences: above any threshold, half are wrong
+    n = 40_000
+    conf = np.random.default_rng(2).choice(np.asarray(load_nucleus_triage().calibration["scores"]), 2 * n)
+    labels = pd.DataFrame({"kind": "nucleus", "label": "artifact", "confidence": conf,
+                           "triage_stratum": ["microscopy:crowded"] * n + ["microscopy:isolated"] * n})
+    weights = tmp_path / "nuclei_reviewed.pt"
+    recalibrate_nucleus_triage_with_labels(labels, out=weights)
+    shipped = detect_image(crowded_tiff, config=DetectionConfig.from_mapping({"gate": {"enabled": True}}),
+                           tile_size=None, checksum=False).catalog
+    config = DetectionConfig.from_mapping({"gate": {"enabled": True, "nucleus_weights": str(weights)}})
+    cat = detect_image(crowded_tiff, config=config, tile_size=None, checksum=False).catalog
+    assert "accepted" in set(np.asarray(shipped["decision"]).astype(str))
+    assert set(np.asarray(cat["decision"]).astype(str)) == {"review"}
+    # the network is the same: only who decides changes
+    assert np.allclose(np.asarray(cat["p_nucleus"]), np.asarray(shipped["p_nucleus"]))
+    missing = DetectionConfig.from_mapping({"gate": {"enabled": True, "nucleus_weights": str(tmp_path / "no.pt")}})
+    from moe_imaging.errors import InputError
+
+    with pytest.raises(InputError, match="no.pt.*no nucleus triage weights"):
+        detect_image(crowded_tiff, config=missing, tile_size=None, checksum=False)
