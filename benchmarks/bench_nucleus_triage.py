@@ -72,7 +72,7 @@ def _fmt(r: dict, alpha: float) -> str:
             f"{err} {ci:<16} | {100 * r['coverage']:5.1f}% |")
 
 
-def _pipeline_check(cfg: NucleusTriageConfig, n_fields: int, alpha: float, size: int | None = None) -> dict:
+def _pipeline_check(cfg: NucleusTriageConfig, n_fields: int, alpha: float, size: int | None, weights: Path) -> dict:
     """detect_image on OME-TIFFs (gate enabled) against the label masks."""
     from moe_imaging.simulate_microscopy import simulate_microscopy
     from pipelines import DetectionConfig, detect_image
@@ -88,7 +88,7 @@ def _pipeline_check(cfg: NucleusTriageConfig, n_fields: int, alpha: float, size:
             path = write_ome_tiff(Path(tmp) / f"f{i}.ome.tif", sim.image, pixel_size_um=sc.pixel_size_um,
                                   numerical_aperture=sc.numerical_aperture, wavelength_nm=sc.emission_wavelength_nm)
             det = DetectionConfig.from_mapping({
-                "gate": {"enabled": True, "alpha": alpha},
+                "gate": {"enabled": True, "alpha": alpha, "nucleus_weights": str(weights)},
                 "microscopy": {"nucleus_diameter_um": list(sc.nucleus_diameter_um)},
             })
             cat = detect_image(path, config=det, checksum=False).catalog
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     # end to end through the pipeline
     pipe = []
     for size in ((None, 512) if args.pipeline_fields > 0 else ()):
-        p = _pipeline_check(cfg, args.pipeline_fields, 0.01, size)
+        p = _pipeline_check(cfg, args.pipeline_fields, 0.01, size, weights)
         pipe.append(p)
         print(f"end to end (detect_image, gate enabled, alpha 1%, {p['fields']} fields of {p['size']}^2): "
               f"{p['n']} detections ({p['spurious']} spurious), "

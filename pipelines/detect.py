@@ -30,7 +30,7 @@ from moe_imaging.background import BackgroundModel
 from moe_imaging.errors import InputError, PSFError
 from moe_imaging.experts import make_expert
 from moe_imaging.fusion import fuse
-from moe_imaging.experts.nucleus import NucleusExpertConfig, nucleus_smoothing
+from moe_imaging.experts.nucleus import NucleusExpertConfig, microscopy_background_passes
 from moe_imaging.experts.streak import streak_prior_from_header
 from moe_imaging.psf import PSF, airy_psf, estimate_psf, moffat_psf, psf_from_image
 
@@ -357,19 +357,19 @@ def _microscopy_background(
 
     Nuclei fill much of every ordinary mesh and would bias it; the coarse
     first model finds them, the second pass excludes them and follows the
-    vignetting with ordinary meshes.
+    vignetting with ordinary meshes (the passes:
+    :func:`moe_imaging.experts.nucleus.microscopy_background_passes`; the same
+    model as :func:`~moe_imaging.experts.nucleus.microscopy_background` on the
+    whole image).  When no ordinary mesh is left the coarse model is kept.
     """
-    coarse = config.background.replace(
-        mesh_size=max(config.background.mesh_size, int(math.ceil(4 * nucleus_config.diameter_px[1])))
-    )
-    first = _background(exposure, coarse, size, sched)
-    masking = SourceMasking(
-        prior=first,
-        smoothing=nucleus_smoothing(nucleus_config, psf),
-        threshold=nucleus_config.seed_threshold,
-        grow=int(math.ceil(nucleus_config.diameter_px[1] / 4)),
-    )
-    return _background(exposure, config.background, size, sched, masking=masking)
+    passes = microscopy_background_passes(nucleus_config, psf, config.background)
+    first = _background(exposure, passes.coarse, size, sched)
+    masking = SourceMasking(prior=first, smoothing=passes.smoothing, threshold=passes.threshold, grow=passes.grow)
+    try:
+        return compute_background(exposure, passes.fine, block_size=size or max(exposure.shape), masking=masking,
+                                  **sched)
+    except ValueError:  # nuclei cover every mesh once masked: keep the coarse model (as microscopy_background)
+        return first
 
 
 def _source_ids(table: Table, ny: int, nx: int) -> np.ndarray:

@@ -44,6 +44,7 @@ from skimage.feature import peak_local_max
 from skimage.filters import apply_hysteresis_threshold
 from skimage.segmentation import watershed
 
+from ..background import BackgroundConfig, BackgroundModel, estimate_background, source_mask
 from ..config import Config, check_range
 from ..errors import ConfigError
 from ..flags import SourceFlag
@@ -51,7 +52,16 @@ from ..psf import PSF
 from ..tile import Tile
 from .base import CANDIDATE_COLUMNS, register, sample_at_candidates
 
-__all__ = ["NucleusExpertConfig", "NucleusExpert", "find_nuclei", "nucleus_smoothing", "NUCLEUS_COLUMNS"]
+__all__ = [
+    "NucleusExpertConfig",
+    "NucleusExpert",
+    "find_nuclei",
+    "nucleus_smoothing",
+    "MicroscopyBackgroundPasses",
+    "microscopy_background_passes",
+    "microscopy_background",
+    "NUCLEUS_COLUMNS",
+]
 
 NUCLEUS_COLUMNS: tuple[tuple[str, str], ...] = CANDIDATE_COLUMNS + (
     ("area", "f8"),
@@ -122,6 +132,51 @@ def nucleus_smoothing(config: NucleusExpertConfig, psf: PSF) -> float:
 
 def _smoothing(config: NucleusExpertConfig, psf: PSF) -> float:
     return max(psf.sigma, config.diameter_px[0] / 6.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class MicroscopyBackgroundPasses:
+    """The two background passes of a microscopy image (:func:`microscopy_background_passes`)."""
+
+    coarse: BackgroundConfig
+    fine: BackgroundConfig
+    smoothing: float
+    threshold: float
+    grow: int
+
+
+def microscopy_background_passes(config: NucleusExpertConfig, psf: PSF,
+                                 background: BackgroundConfig = BackgroundConfig()) -> MicroscopyBackgroundPasses:
+    """How the background of a microscopy image is estimated: two passes.
+
+    Nuclei fill much of an ordinary background mesh and would bias it
+    upwards.  The first pass uses coarse meshes four of the largest nuclei
+    wide; nuclei significant against it (smoothed like the expert's
+    significance map, above its seed threshold, grown by a quarter diameter)
+    are masked, and the second pass uses the ordinary meshes (``background``)
+    so it follows the vignetting.  When nuclei cover every ordinary mesh (a
+    small, dense field) the second pass has nothing to measure and the coarse
+    model is kept.  The pipeline runs these passes block by
+    block on Dask; :func:`microscopy_background` runs them on an in-memory
+    image (the nucleus triage's training fields), with the same result.
+    """
+    coarse = background.replace(mesh_size=max(background.mesh_size, int(math.ceil(4 * config.diameter_px[1]))))
+    return MicroscopyBackgroundPasses(coarse=coarse, fine=background, smoothing=nucleus_smoothing(config, psf),
+                                      threshold=config.seed_threshold, grow=int(math.ceil(config.diameter_px[1] / 4)))
+
+
+def microscopy_background(image: np.ndarray, config: NucleusExpertConfig, psf: PSF,
+                          background: BackgroundConfig = BackgroundConfig()) -> BackgroundModel:
+    """The two-pass background model (:func:`microscopy_background_passes`) of a whole image."""
+    passes = microscopy_background_passes(config, psf, background)
+    data = np.asarray(image, dtype=np.float64)
+    first = estimate_background(data, config=passes.coarse)
+    level, rms = first.evaluate(0, data.shape[0], 0, data.shape[1])
+    sources = source_mask(data, level, rms, smoothing=passes.smoothing, threshold=passes.threshold, grow=passes.grow)
+    try:
+        return estimate_background(data, sources, config=passes.fine)
+    except ValueError:  # nuclei everywhere: no mesh left once they are masked; keep the coarse model
+        return first
 
 
 @register

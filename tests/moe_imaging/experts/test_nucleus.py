@@ -134,3 +134,33 @@ def test_footprint_scales_with_the_expected_size() -> None:
     small = NucleusExpert(NucleusExpertConfig(diameter_px=(10.0, 20.0))).footprint(PSF)
     large = NucleusExpert(NucleusExpertConfig(diameter_px=(20.0, 40.0))).footprint(PSF)
     assert large > small >= 30
+
+
+def test_microscopy_background_is_the_pipelines_and_survives_a_field_full_of_nuclei(tmp_path) -> None:
+    """The two-pass background on an in-memory image equals detect_image's (Dask, blocks, tiles);
+    on a small field packed with nuclei (no mesh left once they are masked) the coarse pass is kept."""
+    from moe_imaging.experts.nucleus import microscopy_background
+    from moe_imaging.psf import airy_psf
+    from moe_imaging.simulate_microscopy import MicroscopySimConfig, simulate_microscopy
+    from pipelines import detect_image
+    from pipelines.io_tiff import write_ome_tiff
+
+    for name, cfg in (("vignetted", MicroscopySimConfig(shape=(512, 512), seed=11, density_per_mm2=2500.0,
+                                                        clump_fraction=0.45, vignetting=0.3)),
+                      ("packed", MicroscopySimConfig(shape=(256, 256), seed=3, density_per_mm2=3000.0,
+                                                     pixel_size_um=1.3))):
+        sim = simulate_microscopy(cfg)
+        path = write_ome_tiff(tmp_path / f"{name}.ome.tif", sim.image, pixel_size_um=cfg.pixel_size_um,
+                              numerical_aperture=cfg.numerical_aperture, wavelength_nm=cfg.emission_wavelength_nm)
+        res = detect_image(path, tile_size=128, checksum=False)
+        expert = NucleusExpertConfig.from_optics(diameter_um=tuple(cfg.nucleus_diameter_um),
+                                                 pixel_size_um=cfg.pixel_size_um)
+        psf = airy_psf(numerical_aperture=cfg.numerical_aperture, wavelength_nm=cfg.emission_wavelength_nm,
+                       pixel_size_um=cfg.pixel_size_um)
+        ny, nx = cfg.shape
+        here = microscopy_background(sim.image, expert, psf).evaluate(0, ny, 0, nx)
+        there = res.background.evaluate(0, ny, 0, nx)
+        assert np.allclose(here[0], there[0], rtol=1e-9) and np.allclose(here[1], there[1], rtol=1e-9), name
+        # the estimate is the sky, not the nuclei: within a few noise units of the simulator's truth
+        true_level = cfg.background_e / cfg.gain
+        assert abs(np.median(here[0]) - true_level) < 3 * np.median(here[1]), name
