@@ -68,7 +68,8 @@ from .psf import moffat_psf
 from .simulate import SurveySimConfig, simulate_survey
 from .tile import Tile
 
-__all__ = ["GateTrainConfig", "GateSamples", "simulate_samples", "train_gate", "GATE_EXPERTS"]
+__all__ = ["GateTrainConfig", "GateSamples", "field_config", "truth_labels", "simulate_samples", "train_gate",
+           "GATE_EXPERTS"]
 
 GATE_EXPERTS: tuple[str, ...] = tuple(EVIDENCE)
 """The experts run to make the gate's training data (all survey experts)."""
@@ -171,8 +172,14 @@ def _field_config(rng: np.random.Generator, seed: int, size: int, fwhm_range,
     )
 
 
-def _labels(fused: Table, truth: Table, fwhm: float) -> np.ndarray:
-    """Class index of each fused row from the truth table (see module docs)."""
+def truth_labels(fused: Table, truth: Table, fwhm: float) -> np.ndarray:
+    """Class index (:data:`~moe_imaging.gate.GATE_CLASSES`) of each fused row from the truth table (see module docs).
+
+    ``fused["kind"] == "streak"`` (the fusion's choice, i.e. the streak
+    expert's detection) marks rows on a true trail as streaks; rows of a
+    catalog, whose ``kind`` is the gate's, should pass the ``expert`` column
+    in its place so the label does not depend on the gate.
+    """
     n = len(fused)
     labels = np.full(n, GATE_CLASSES.index("artifact"))
     if n == 0:
@@ -223,13 +230,31 @@ def field_samples(sim, experts, *, threshold: float) -> GateSamples:
     return GateSamples(
         physics=physics_features(fused, psf_fwhm=fwhm, threshold=threshold),
         evidence=evidence_features(evidence),
-        labels=_labels(fused, sim.truth, fwhm),
+        labels=truth_labels(fused, sim.truth, fwhm),
         fwhm=np.full(len(fused), fwhm),
         snr=np.nan_to_num(np.asarray(fused["snr"], float), nan=0.0),
         chosen_kind=np.asarray(fused["kind"]).astype(str),
         density=beam_density(x, y, fwhm, sim.image.shape),
         exposure_density=np.full(len(fused), field_density(len(fused), fwhm, sim.image.shape)),
     )
+
+
+def field_config(config: GateTrainConfig, split: int, i: int, *, fwhm_range: tuple[float, float] | None = None,
+                 crowded: bool | None = None) -> SurveySimConfig:
+    """The simulation of field ``i`` of ``split`` (seeds ``[seed, split, i]``), as :func:`simulate_samples` draws it.
+
+    Split 0 (or ``crowded=True``) draws ``field_size`` fields at the raised
+    training densities; the others the calibration distribution.  Benchmarks
+    use splits 3 and up (fresh fields), e.g. to write them as FITS and run the
+    whole pipeline on them.
+    """
+    crowded = (split == 0) if crowded is None else crowded
+    size = config.field_size if crowded else config.calibration_field_size
+    scale = (1.0, 1.0) if crowded else config.calibration_density_scale
+    ss = np.random.SeedSequence([config.seed, split, i])
+    rng = np.random.default_rng(ss)
+    sim_seed = int(ss.generate_state(1)[0])
+    return _field_config(rng, sim_seed, size, fwhm_range or config.fwhm_range, scale)
 
 
 def simulate_samples(config: GateTrainConfig, split: int, n_fields: int, *, progress: bool = False,
@@ -242,17 +267,11 @@ def simulate_samples(config: GateTrainConfig, split: int, n_fields: int, *, prog
     ``calibration_density_scale``): what the certified triage assumes of the data it decides on.
     Fields are numbered from ``start`` within the split (their seeds are ``[seed, split, i]``).
     """
-    crowded = (split == 0) if crowded is None else crowded
-    size = config.field_size if crowded else config.calibration_field_size
-    scale = (1.0, 1.0) if crowded else config.calibration_density_scale
     experts = [make_expert(name) for name in GATE_EXPERTS]
     threshold = experts[0].config.detection_threshold(moffat_psf(3.0))
     parts = []
     for i in range(start, start + n_fields):
-        ss = np.random.SeedSequence([config.seed, split, i])
-        rng = np.random.default_rng(ss)
-        sim_seed = int(ss.generate_state(1)[0])
-        sim = simulate_survey(_field_config(rng, sim_seed, size, fwhm_range or config.fwhm_range, scale))
+        sim = simulate_survey(field_config(config, split, i, fwhm_range=fwhm_range, crowded=crowded))
         parts.append(field_samples(sim, experts, threshold=threshold))
         if progress:
             print(f"  split {split} field {i + 1}/{start + n_fields}: FWHM {sim.truth.meta['config']['fwhm_px']:.2f} px, "

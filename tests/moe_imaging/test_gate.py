@@ -222,3 +222,14 @@ def test_beam_density_near_an_edge_counts_only_the_disc_inside_the_image() -> No
     assert np.median(plain[corner]) < 0.4 * np.median(plain[centre])
     assert np.median(fair[corner]) == pytest.approx(np.median(fair[centre]), rel=0.2)
     assert np.allclose(fair[centre], plain[centre])
+
+
+def test_field_config_is_the_seeded_draw_of_the_splits() -> None:
+    from moe_imaging.gate_train import GateTrainConfig, field_config
+
+    cfg = GateTrainConfig()
+    a, b, other = field_config(cfg, 3, 0), field_config(cfg, 3, 0), field_config(cfg, 4, 0)
+    assert a == b and a != other and a.seed != other.seed
+    assert a.size == cfg.calibration_field_size and field_config(cfg, 0, 0).size == cfg.field_size
+    assert cfg.fwhm_range[0] <= a.fwhm_px <= cfg.fwhm_range[1]
+    assert field_config(cfg, 4, 0, fwhm_range=(9.0, 9.5)).fwhm_px >= 9.0
