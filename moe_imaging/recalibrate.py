@@ -194,8 +194,10 @@ def recalibrate_nucleus_triage_with_labels(
     base_path = Path(weights) if weights is not None else DEFAULT_NUCLEUS_TRIAGE_WEIGHTS
     try:
         model: NucleusTriageModel = load_nucleus_triage(base_path)
-    except ValueError as exc:
-        raise InputError(str(base_path), str(exc)) from None
+    except FileNotFoundError:
+        raise InputError(str(base_path), "no such nucleus triage weights file") from None
+    except Exception:  # torch cannot read it, or it holds another model
+        raise InputError(str(base_path), "not a nucleus triage model") from None
     cal = model.calibration
     pool = _pool_labels(cal, labels, NUCLEUS_CLASSES, alpha=alpha, delta=delta, min_count=min_count,
                         never=(OUT_OF_RANGE_STRATUM,))

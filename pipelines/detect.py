@@ -307,17 +307,20 @@ def _nucleus_triage(table: Table, psf: PSF, nucleus_config: NucleusExpertConfig,
     image whose nucleus size or PSF (pixels) the calibration did not cover goes to
     review entirely.
     """
-    from moe_imaging.nucleus_triage import apply_nucleus_triage
+    from moe_imaging.nucleus_triage import DEFAULT_NUCLEUS_TRIAGE_WEIGHTS, apply_nucleus_triage, load_nucleus_triage
 
     gate = config.gate
+    weights = gate.nucleus_weights or str(DEFAULT_NUCLEUS_TRIAGE_WEIGHTS)
     try:
-        return apply_nucleus_triage(table, diameter_px=nucleus_config.diameter_px, psf_fwhm=psf.fwhm,
-                                    alpha=gate.alpha, delta=gate.delta, min_count=gate.min_count,
-                                    weights=gate.nucleus_weights)
-    except FileNotFoundError as exc:
-        raise InputError(gate.nucleus_weights or "nucleus triage", str(exc)) from None
-    except ValueError as exc:  # a file that is not a nucleus triage model
-        raise InputError(gate.nucleus_weights or "nucleus triage", str(exc)) from None
+        load_nucleus_triage(weights)
+    except FileNotFoundError:
+        raise InputError(weights, "no such nucleus triage weights file "
+                                  "('moe-imaging train nucleus-triage' or 'calibrate --model nucleus-triage' makes one)"
+                         ) from None
+    except Exception:  # torch cannot read it, or it holds another model
+        raise InputError(weights, "not a nucleus triage model ([gate] nucleus_weights)") from None
+    return apply_nucleus_triage(table, diameter_px=nucleus_config.diameter_px, psf_fwhm=psf.fwhm,
+                                alpha=gate.alpha, delta=gate.delta, min_count=gate.min_count, weights=weights)
 
 
 def _expert_config(name: str, config: DetectionConfig, exposure: Exposure):
