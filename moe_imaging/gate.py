@@ -59,6 +59,7 @@ __all__ = [
     "field_density",
     "beam_density",
     "fwhm_stratum",
+    "outside_calibration_strata",
     "triage_stratum",
     "apply_gate",
 ]
@@ -413,6 +414,16 @@ def field_density(n_detections: int, fwhm: np.ndarray | float, shape: tuple[int,
     return float(n_detections) * beam / float(ny * nx) if ny * nx else math.nan
 
 
+def outside_calibration_strata(mode: str = "survey") -> tuple[str, str]:
+    """The strata the simulated calibration split never holds: a PSF outside the trained range, and an
+    exposure denser than every calibration field (:func:`triage_stratum`).
+
+    Their detections go to review until reviewers' labels calibrate them
+    (:func:`moe_imaging.recalibrate.recalibrate_with_labels`).
+    """
+    return f"{mode}:fwhm-outside-training-range", f"{mode}:field-denser-than-calibration"
+
+
 def triage_stratum(psf_fwhm: np.ndarray, fwhm_range: tuple[float, float], mode: str = "survey",
                    density: np.ndarray | None = None, *, exposure_density: float | np.ndarray | None = None,
                    exposure_density_max: float | None = None) -> np.ndarray:
@@ -427,13 +438,14 @@ def triage_stratum(psf_fwhm: np.ndarray, fwhm_range: tuple[float, float], mode: 
     common.  A PSF outside the trained range takes precedence.
     """
     f = np.asarray(psf_fwhm, dtype=float)
+    psf_outside, too_dense = outside_calibration_strata(mode)
     strata = fwhm_stratum(f, mode, density)
     if exposure_density is not None and exposure_density_max is not None:
         with np.errstate(invalid="ignore"):
             denser = np.broadcast_to(np.asarray(exposure_density, dtype=float) > exposure_density_max, f.shape)
-        strata = np.where(denser, f"{mode}:field-denser-than-calibration", strata)
+        strata = np.where(denser, too_dense, strata)
     outside = ~((f >= fwhm_range[0]) & (f <= fwhm_range[1]))
-    return np.where(outside, f"{mode}:fwhm-outside-training-range", strata)
+    return np.where(outside, psf_outside, strata)
 
 
 @functools.lru_cache(maxsize=16)

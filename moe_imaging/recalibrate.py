@@ -27,6 +27,14 @@ What is assumed, and why it is safe
   otherwise like future detections of their stratum (same instrument,
   same kind of field).  Labels of one unusual exposure make the pool
   unrepresentative; export labels from the runs you will process.
+* Survey strata the simulated split never had (a PSF outside the training
+  range, a field denser than any calibration field) can be calibrated by
+  labels alone: every detection there goes to review, so the labelled ones
+  are an unselected sample of that regime, and once a stratum holds
+  ``min_count`` labels whose error rate the triage can certify, its
+  detections are decided automatically too.  The microscopy out-of-range
+  stratum stays uncalibrated (single detections there lie outside the
+  physics the classifier was trained on).
 * The temperature (the calibration of the probabilities themselves) is not
   refitted: the labels carry calibrated probabilities, not the network's
   logits.  The expected calibration error on the labels is reported so a
@@ -46,7 +54,7 @@ import pyarrow.parquet as pq
 
 from .calibrate import expected_calibration_error, fit_stratified_triage
 from .errors import InputError
-from .gate import DEFAULT_GATE_WEIGHTS, GATE_CLASSES, GateModel, load_gate
+from .gate import DEFAULT_GATE_WEIGHTS, GATE_CLASSES, GateModel, load_gate, outside_calibration_strata
 from .nucleus_triage import (
     DEFAULT_NUCLEUS_TRIAGE_WEIGHTS,
     NUCLEUS_CLASSES,
@@ -159,7 +167,8 @@ def recalibrate_with_labels(
     base_path = Path(weights) if weights is not None else DEFAULT_GATE_WEIGHTS
     model: GateModel = load_gate(base_path)
     cal = model.metadata["calibration"]
-    pool = _pool_labels(cal, labels, GATE_CLASSES, alpha=alpha, delta=delta, min_count=min_count)
+    pool = _pool_labels(cal, labels, GATE_CLASSES, alpha=alpha, delta=delta, min_count=min_count,
+                        new=outside_calibration_strata("survey"))
     meta = dict(model.metadata)
     # per-row arrays of the simulated split (fwhm, density, ...) no longer line up with the pool;
     # everything else (e.g. field_density_max, the calibrated range) is kept
@@ -232,8 +241,12 @@ class _Pool:
 
 
 def _pool_labels(cal: dict, labels: pd.DataFrame, classes: tuple[str, ...], *, alpha: float, delta: float,
-                 min_count: int, never: tuple[str, ...] = ()) -> _Pool:
-    """Pool the usable labels (a known class, a calibrated stratum) with the calibration split."""
+                 min_count: int, never: tuple[str, ...] = (), new: tuple[str, ...] = ()) -> _Pool:
+    """Pool the usable labels with the calibration split.
+
+    Usable: a known class, and a stratum of the split or one of ``new`` (the
+    strata labels alone may calibrate); never one of ``never``.
+    """
     s0 = np.asarray(cal["scores"], float)
     e0 = np.asarray(cal["errors"], bool)
     k0 = np.asarray(cal["strata"]).astype(str)
@@ -242,7 +255,7 @@ def _pool_labels(cal: dict, labels: pd.DataFrame, classes: tuple[str, ...], *, a
     kind = labels["kind"].astype(str).str.strip().str.lower().to_numpy()
     strata = labels["triage_stratum"].astype(str).to_numpy()
     conf = labels["confidence"].to_numpy(dtype=float)
-    known = set(k0.tolist()) - set(never)
+    known = (set(k0.tolist()) | set(new)) - set(never)
     use = np.isin(label, classes) & np.isin(kind, classes) & np.isin(strata, list(known))
     s1, e1, k1 = conf[use], kind[use] != label[use], strata[use]
 

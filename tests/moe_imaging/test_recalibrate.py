@@ -153,3 +153,27 @@ def test_cli_refits_the_nucleus_triage_and_names_the_setting(tmp_path, capsys) -
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "gate_v1.pt" in err[0] and "not a nucleus triage" in err[0]
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_labels_alone_calibrate_a_regime_the_simulation_never_had(tmp_path) -> None:
+    """Every detection of an out-of-range stratum is reviewed, so its labels are an unselected sample:
+    with enough of them (and few errors) the stratum gets a certified threshold; with too few it does not."""
+    from moe_imaging.gate import outside_calibration_strata
+
+    psf_outside, too_dense = outside_calibration_strata()
+    assert psf_outside not in set(load_gate().metadata["calibration"]["strata"])
+    rng = np.random.default_rng(3)
+    conf = rng.uniform(0.9, 1.0, 600)
+    wrong = rng.uniform(size=600) < 0.002
+    few = _labels(too_dense, conf[:20], wrong[:20])
+    s = recalibrate_with_labels(pd.concat([_labels(psf_outside, conf, wrong), few]), out=tmp_path / "g.pt",
+                                alpha=0.05)
+    assert s.n_used == 620
+    assert s.per_stratum[psf_outside]["threshold_before"] == np.inf
+    assert s.per_stratum[psf_outside]["threshold_after"] < 1.0  # certified from the labels alone
+    assert s.per_stratum[too_dense]["threshold_after"] == np.inf  # 20 labels: below min_count
+    pooled = load_gate(tmp_path / "g.pt").metadata["calibration"]
+    tri = fit_stratified_triage(np.asarray(pooled["scores"]), np.asarray(pooled["errors"]),
+                                np.asarray(pooled["strata"]), alpha=0.05, delta=0.05)
+    auto, _ = tri.decide(np.array([0.999, 0.999]), np.array([psf_outside, too_dense]))
+    assert list(auto) == [True, False]
