@@ -32,7 +32,10 @@ What is assumed, and why it is safe
   labels alone: every detection there goes to review, so the labelled ones
   are an unselected sample of that regime, and once a stratum holds
   ``min_count`` labels whose error rate the triage can certify, its
-  detections are decided automatically too.  The microscopy out-of-range
+  detections are decided automatically too.  (Items the reviewers could not
+  agree on carry the label ``uncertain`` and are left out; they are the
+  hard ones, so many disputed items make the sample, and the threshold,
+  optimistic: check ``moe-imaging review stats`` first.)  The microscopy out-of-range
   stratum stays uncalibrated (single detections there lie outside the
   physics the classifier was trained on).
 * The temperature (the calibration of the probabilities themselves) is not
