@@ -98,7 +98,7 @@ from torch import nn
 
 from .calibrate import StratifiedTriage, expected_calibration_error, fit_stratified_triage, fit_temperature
 from .config import Config, check_int, check_range
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .experts.nucleus import NucleusExpertConfig, find_nuclei, microscopy_background
 from .flags import SourceFlag
 from .psf import airy_psf
@@ -125,6 +125,7 @@ __all__ = [
     "simulate_samples",
     "train_nucleus_triage",
     "load_nucleus_triage",
+    "open_nucleus_triage",
     "predict_nucleus",
     "fit_nucleus_triage",
     "apply_nucleus_triage",
@@ -744,6 +745,25 @@ def load_nucleus_triage(path: str | Path | None = None) -> NucleusTriageModel:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no nucleus triage weights (run `moe-imaging train nucleus-triage`)")
     return _load(str(path.resolve()))
+
+
+def open_nucleus_triage(path: str | Path | None = None) -> NucleusTriageModel:
+    """:func:`load_nucleus_triage` for a file a user named: a missing or unreadable one is an input error.
+
+    Raises
+    ------
+    InputError
+        Naming the file: it does not exist, or it is not a nucleus triage
+        model (torch cannot read it, or it holds another model).
+    """
+    name = str(path) if path is not None else str(DEFAULT_NUCLEUS_TRIAGE_WEIGHTS)
+    try:
+        return load_nucleus_triage(path)
+    except FileNotFoundError:
+        raise InputError(name, "no such nucleus triage weights file ('moe-imaging train nucleus-triage' or "
+                               "'moe-imaging calibrate --model nucleus-triage' makes one)") from None
+    except Exception:  # torch cannot read it, or it holds another model
+        raise InputError(name, "not a nucleus triage model") from None
 
 
 def _logits(model: NucleusTriageModel, features: np.ndarray) -> np.ndarray:

@@ -63,7 +63,7 @@ from .nucleus_triage import (
     NUCLEUS_CLASSES,
     OUT_OF_RANGE_STRATUM,
     NucleusTriageModel,
-    load_nucleus_triage,
+    open_nucleus_triage,
 )
 
 __all__ = [
@@ -204,12 +204,7 @@ def recalibrate_nucleus_triage_with_labels(
     out).  Point ``[gate] nucleus_weights`` at ``out``.
     """
     base_path = Path(weights) if weights is not None else DEFAULT_NUCLEUS_TRIAGE_WEIGHTS
-    try:
-        model: NucleusTriageModel = load_nucleus_triage(base_path)
-    except FileNotFoundError:
-        raise InputError(str(base_path), "no such nucleus triage weights file") from None
-    except Exception:  # torch cannot read it, or it holds another model
-        raise InputError(str(base_path), "not a nucleus triage model") from None
+    model: NucleusTriageModel = open_nucleus_triage(base_path)
     cal = model.calibration
     pool = _pool_labels(cal, labels, NUCLEUS_CLASSES, alpha=alpha, delta=delta, min_count=min_count,
                         never=(OUT_OF_RANGE_STRATUM,))

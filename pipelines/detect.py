@@ -307,20 +307,13 @@ def _nucleus_triage(table: Table, psf: PSF, nucleus_config: NucleusExpertConfig,
     image whose nucleus size or PSF (pixels) the calibration did not cover goes to
     review entirely.
     """
-    from moe_imaging.nucleus_triage import DEFAULT_NUCLEUS_TRIAGE_WEIGHTS, apply_nucleus_triage, load_nucleus_triage
+    from moe_imaging.nucleus_triage import apply_nucleus_triage, open_nucleus_triage
 
     gate = config.gate
-    weights = gate.nucleus_weights or str(DEFAULT_NUCLEUS_TRIAGE_WEIGHTS)
-    try:
-        load_nucleus_triage(weights)
-    except FileNotFoundError:
-        raise InputError(weights, "no such nucleus triage weights file "
-                                  "('moe-imaging train nucleus-triage' or 'calibrate --model nucleus-triage' makes one)"
-                         ) from None
-    except Exception:  # torch cannot read it, or it holds another model
-        raise InputError(weights, "not a nucleus triage model ([gate] nucleus_weights)") from None
+    open_nucleus_triage(gate.nucleus_weights)  # a bad [gate] nucleus_weights file: one line naming it
     return apply_nucleus_triage(table, diameter_px=nucleus_config.diameter_px, psf_fwhm=psf.fwhm,
-                                alpha=gate.alpha, delta=gate.delta, min_count=gate.min_count, weights=weights)
+                                alpha=gate.alpha, delta=gate.delta, min_count=gate.min_count,
+                                weights=gate.nucleus_weights)
 
 
 def _expert_config(name: str, config: DetectionConfig, exposure: Exposure):
@@ -369,9 +362,8 @@ def _microscopy_background(
     first = _background(exposure, passes.coarse, size, sched)
     masking = SourceMasking(prior=first, smoothing=passes.smoothing, threshold=passes.threshold, grow=passes.grow)
     try:
-        return compute_background(exposure, passes.fine, block_size=size or max(exposure.shape), masking=masking,
-                                  **sched)
-    except ValueError:  # nuclei cover every mesh once masked: keep the coarse model (as microscopy_background)
+        return _background(exposure, passes.fine, size, sched, masking=masking)
+    except InputError:  # nuclei cover every mesh once masked: keep the coarse model (as microscopy_background)
         return first
 
 
