@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from moe_imaging.experts.learned import LearnedExpert, LearnedExpertConfig
-from moe_imaging.flags import MaskBit
+from contracts.flags import MaskBit
 from moe_imaging.learned.model import CLASSES, classify_stamps, load_model
 from moe_imaging.learned.train import (
     TrainConfig,

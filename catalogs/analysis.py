@@ -49,7 +49,7 @@ from moe_imaging.calibrate import (
     reliability_table,
     risk_coverage,
 )
-from moe_imaging.errors import InputError
+from contracts.errors import InputError
 
 from .evaluate import TruthMatch, completeness_by_snr, match_to_truth, purity
 from .schema import SCHEMA_VERSION, CatalogSchemaError

@@ -32,7 +32,7 @@ from astropy.coordinates import SkyCoord, search_around_sky
 from astropy.table import Table
 from scipy.spatial import cKDTree
 
-from moe_imaging.errors import InputError
+from contracts.errors import InputError
 
 from .schema import SCHEMA_VERSION, CatalogSchemaError
 

@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 from astropy.table import Column as _AstropyColumn
 from astropy.table import MaskedColumn, QTable, Table
 
-from moe_imaging.errors import InputError
+from contracts.errors import InputError
 
 from .io import (
     _PQ_FLAGS,

@@ -39,7 +39,7 @@ import pandas as pd
 from astropy.io import fits
 from astropy.table import Column, MaskedColumn, QTable, Table
 
-from moe_imaging.errors import InputError
+from contracts.errors import InputError
 
 from .schema import SCHEMA_VERSION, CatalogSchemaError, column_descriptions, parse_unit
 

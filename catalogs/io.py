@@ -41,8 +41,8 @@ import pyarrow.parquet as pq
 from astropy.io import fits
 from astropy.table import Column, MaskedColumn, Table
 
-from moe_imaging.errors import InputError
-from moe_imaging.flags import SourceFlag, describe
+from contracts.errors import InputError
+from contracts.flags import SourceFlag, describe
 
 from .provenance import Provenance
 from .schema import (
@@ -80,7 +80,7 @@ CATALOG_FORMATS: dict[str, str] = {
 
 _PQ_PROVENANCE = b"moe_imaging.provenance"
 _PQ_VERSION = b"moe_imaging.schema_version"
-_PQ_FLAGS = b"moe_imaging.flags"
+_PQ_FLAGS = b"contracts.flags"
 _PQ_FLUX_UNIT = b"moe_imaging.flux_unit"
 _FITS_EXTNAME = "CATALOG"
 

@@ -29,7 +29,7 @@ from astropy.table import Table
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from moe_imaging.errors import InputError
+from contracts.errors import InputError
 
 from .schema import SCHEMA_VERSION, CatalogSchemaError
 

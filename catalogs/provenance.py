@@ -18,8 +18,8 @@ from typing import Any, Self
 
 import numpy as np
 
-from moe_imaging import __version__ as _PACKAGE_VERSION
-from moe_imaging.errors import InputError
+from contracts import __version__ as _PACKAGE_VERSION
+from contracts.errors import InputError
 
 from .schema import DEFAULT_FLUX_UNIT, SCHEMA_VERSION
 
@@ -85,7 +85,7 @@ def config_hash(config: Mapping[str, Any] | Any) -> str:
 
     Parameters
     ----------
-    config : mapping or moe_imaging.config.Config
+    config : mapping or contracts.config.Config
         A configuration object (its own ``config_hash()`` is used) or a plain
         mapping (hashed the same way: sorted-key JSON).
     """
@@ -255,7 +255,7 @@ def make_provenance(
     ----------
     input_path : str or path-like, optional
         The input image; its SHA-256 is computed when ``checksum`` is true.
-    config : mapping or moe_imaging.config.Config, optional
+    config : mapping or contracts.config.Config, optional
         The configuration; stored as plain values with its hash.
     psf : mapping, optional
         The PSF used (``source``, ``fwhm_px``, ``model``, ...).

@@ -27,7 +27,7 @@ import numpy as np
 from astropy.table import Column as _AstropyColumn
 from astropy.table import MaskedColumn, Table
 
-from moe_imaging.errors import MoeImagingError
+from contracts.errors import MoeImagingError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -213,7 +213,7 @@ COLUMNS: tuple[Column, ...] = (
     _c("subtype", "str", None,
        "artifact sub-type: cosmic_ray, hot_pixel, saturation or bleed ('' for other kinds)"),
     _c("expert", "str", None, "name of the expert that proposed the detection (e.g. 'point')"),
-    _c("flags", "int32", None, "quality bit flags (moe_imaging.flags.SourceFlag)"),
+    _c("flags", "int32", None, "quality bit flags (contracts.flags.SourceFlag)"),
     _c("p_star", "float64", None,
        "probability of a star: the gate's, calibrated (or the learned expert's own without the gate; NaN if neither)"),
     _c("p_galaxy", "float64", None, "gate: calibrated probability of a galaxy"),

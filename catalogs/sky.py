@@ -10,7 +10,7 @@ from astropy.coordinates import ICRS, SkyCoord
 from astropy.table import Column, Table
 from astropy.wcs import WCS, FITSFixedWarning
 
-from moe_imaging.errors import InputError
+from contracts.errors import InputError
 
 from .schema import SCHEMA_VERSION, CatalogSchemaError, get_column
 

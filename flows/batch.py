@@ -37,7 +37,7 @@ import numpy as np
 
 from catalogs.dataset import partition_value, write_exposure_catalog
 from catalogs.provenance import file_checksum, utc_now
-from moe_imaging.errors import ConfigError, InputError, MoeImagingError, PSFError
+from contracts.errors import ConfigError, InputError, MoeImagingError, PSFError
 
 from .config import InputsConfig, RunConfig
 from .errors import FlowError

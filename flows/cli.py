@@ -94,7 +94,7 @@ def register(subparsers: Any) -> None:
 
 
 def _positive(name: str, value: int | None) -> None:
-    from moe_imaging.errors import ConfigError
+    from contracts.errors import ConfigError
 
     if value is not None and value < 1:
         raise ConfigError(f"{name}: must be >= 1, got {value}")
@@ -102,7 +102,7 @@ def _positive(name: str, value: int | None) -> None:
 
 def _run_config(args: argparse.Namespace):
     """The run configuration: the file (or defaults) with the command-line options on top."""
-    from moe_imaging.errors import ConfigError
+    from contracts.errors import ConfigError
 
     from .config import RunConfig, load_run_config
     from .errors import FlowError
@@ -151,7 +151,7 @@ def _choose_flow(config) -> str:
     """``microscopy`` when the inputs say so or every input is a TIFF, else ``survey``."""
     if config.inputs.mode is not None:
         return config.inputs.mode
-    from moe_imaging.errors import InputError
+    from contracts.errors import InputError
     from pipelines.detect import image_mode
 
     from .batch import discover_inputs

@@ -59,8 +59,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
-from moe_imaging.config import Config, check_choice, check_int, check_range
-from moe_imaging.errors import ConfigError
+from contracts.config import Config, check_choice, check_int, check_range
+from contracts.errors import ConfigError
 from pipelines.config import DetectionConfig
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from moe_imaging.errors import MoeImagingError
+from contracts.errors import MoeImagingError
 
 __all__ = ["FlowError"]
 

@@ -24,7 +24,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from moe_imaging.errors import MoeImagingError
+from contracts.errors import MoeImagingError
 
 from .config import RunConfig
 from .report import RunSummary, artifact_key, summary_path

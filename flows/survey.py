@@ -22,7 +22,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from moe_imaging.errors import MoeImagingError
+from contracts.errors import MoeImagingError
 
 from .config import RunConfig
 from .report import RunSummary
@@ -61,7 +61,7 @@ def call_flow(flow_obj: Any, config: RunConfig, *, progress: bool = False) -> Ru
 
     Raises
     ------
-    moe_imaging.errors.MoeImagingError
+    contracts.errors.MoeImagingError
         The reason the run could not start or finish.
     """
     runner = ThreadPoolTaskRunner(max_workers=config.flow.max_concurrent)

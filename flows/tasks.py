@@ -18,7 +18,7 @@ from prefect.states import Failed, State
 from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
 
-from moe_imaging.errors import MoeImagingError
+from contracts.errors import MoeImagingError
 
 from .batch import PlannedInput, is_permanent, process_exposure, run_batch
 from .config import RunConfig

@@ -7,4 +7,4 @@ Dask or Prefect; see ``pipelines`` for that.
 
 __all__ = ["__version__"]
 
-__version__ = "0.1.0"
+from contracts import __version__

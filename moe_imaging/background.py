@@ -30,7 +30,7 @@ import math
 import numpy as np
 from scipy import interpolate, ndimage
 
-from .config import Config, check_choice, check_int, check_range
+from contracts.config import Config, check_choice, check_int, check_range
 
 __all__ = [
     "BackgroundConfig",
@@ -79,7 +79,7 @@ class BackgroundConfig(Config):
         check_range("background.mesh_size", self.mesh_size, low=8, high=4096)
         check_range("background.filter_size", self.filter_size, low=1, high=15)
         if int(self.filter_size) % 2 == 0:
-            from .errors import ConfigError
+            from contracts.errors import ConfigError
 
             raise ConfigError(f"background.filter_size: must be odd, got {self.filter_size}")
         check_range("background.sigma", self.sigma, low=1.0, high=10.0)

@@ -78,8 +78,8 @@ from typing import Any
 import numpy as np
 from scipy import optimize, special, stats
 
-from .config import Config, check_choice, check_int, check_range
-from .errors import ConfigError
+from contracts.config import Config, check_choice, check_int, check_range
+from contracts.errors import ConfigError
 
 __all__ = [
     "IsotonicMap",

@@ -45,10 +45,10 @@ from astropy.table import Table
 from scipy.spatial import cKDTree
 
 from .calibrate import expected_calibration_error, fit_temperature
-from .config import Config, check_int, check_range
-from .errors import ConfigError
+from contracts.config import Config, check_int, check_range
+from contracts.errors import ConfigError
 from .experts import make_expert
-from .flags import MaskBit
+from contracts.flags import MaskBit
 from .fusion import fuse
 from .gate import (
     DEFAULT_GATE_WEIGHTS,

@@ -97,10 +97,10 @@ from scipy.spatial import cKDTree
 from torch import nn
 
 from .calibrate import StratifiedTriage, expected_calibration_error, fit_stratified_triage, fit_temperature
-from .config import Config, check_int, check_range
-from .errors import ConfigError, InputError
+from contracts.config import Config, check_int, check_range
+from contracts.errors import ConfigError, InputError
 from .experts.nucleus import NucleusExpertConfig, find_nuclei, microscopy_background
-from .flags import SourceFlag
+from contracts.flags import SourceFlag
 from .psf import airy_psf
 from .simulate_microscopy import MicroscopySimConfig, SimulatedMicroscopy, simulate_microscopy
 from .tile import Tile

@@ -34,7 +34,7 @@ from astropy.modeling.models import Gaussian2D, Moffat2D
 from astropy.stats import sigma_clipped_stats
 from scipy import ndimage
 
-from .errors import PSFError
+from contracts.errors import PSFError
 
 __all__ = [
     "PSF",

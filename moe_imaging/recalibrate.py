@@ -56,7 +56,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from .calibrate import expected_calibration_error, fit_stratified_triage
-from .errors import InputError
+from contracts.errors import InputError
 from .gate import DEFAULT_GATE_WEIGHTS, GATE_CLASSES, GateModel, load_gate, outside_calibration_strata
 from .nucleus_triage import (
     DEFAULT_NUCLEUS_TRIAGE_WEIGHTS,

@@ -65,8 +65,8 @@ from astropy.io import fits
 from astropy.table import Table
 from scipy import ndimage
 
-from .config import Config, check_choice, check_range
-from .errors import ConfigError
+from contracts.config import Config, check_choice, check_range
+from contracts.errors import ConfigError
 
 __all__ = ["SurveySimConfig", "SimulatedExposure", "simulate_survey", "TRUTH_KINDS"]
 

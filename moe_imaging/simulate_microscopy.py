@@ -91,8 +91,8 @@ import numpy as np
 from astropy.table import Table
 from scipy import ndimage, signal, special
 
-from .config import Config, check_int, check_range
-from .errors import ConfigError, PSFError
+from contracts.config import Config, check_int, check_range
+from contracts.errors import ConfigError, PSFError
 
 __all__ = ["MicroscopySimConfig", "SimulatedMicroscopy", "true_airy_psf", "simulate_microscopy"]
 

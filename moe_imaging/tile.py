@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from .flags import MaskBit
+from contracts.flags import MaskBit
 from .psf import PSF
 
 __all__ = ["Tile"]
@@ -32,7 +32,7 @@ class Tile:
         Noise variance per pixel, same shape: the background RMS squared, or
         the exposure's variance plane when it has one.
     mask : numpy.ndarray
-        ``uint16`` :class:`~moe_imaging.flags.MaskBit` bits, same shape.
+        ``uint16`` :class:`~contracts.flags.MaskBit` bits, same shape.
     background : numpy.ndarray
         The background level that was subtracted (for the catalog).
     psf : PSF

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from moe_imaging import __version__
-from moe_imaging.errors import MoeImagingError
-from moe_imaging.flags import SourceFlag
+from contracts.errors import MoeImagingError
+from contracts.flags import SourceFlag
 
 from .runtime import tune_allocator
 
@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from moe_imaging.errors import InputError
+    from contracts.errors import InputError
     from moe_imaging.recalibrate import (
         read_label_file,
         recalibrate_nucleus_triage_with_labels,
@@ -293,7 +293,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig.from_mapping({k: v for k, v in changes.items() if v is not None})
     out = Path(args.out) if args.out else DEFAULT_WEIGHTS
     if out.suffix != ".pt":
-        from moe_imaging.errors import InputError
+        from contracts.errors import InputError
 
         raise InputError(str(out), "the weights file must end in .pt")
     log = None if args.quiet else (lambda msg: print(msg, flush=True))
@@ -306,7 +306,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_gate(args: argparse.Namespace) -> int:
-    from moe_imaging.errors import InputError
+    from contracts.errors import InputError
     from moe_imaging.gate import DEFAULT_GATE_WEIGHTS
     from moe_imaging.gate_train import GateTrainConfig, train_gate
 
@@ -325,7 +325,7 @@ def _cmd_train_gate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_nucleus_triage(args: argparse.Namespace) -> int:
-    from moe_imaging.errors import InputError
+    from contracts.errors import InputError
     from moe_imaging.nucleus_triage import DEFAULT_NUCLEUS_TRIAGE_WEIGHTS, NucleusTriageConfig, train_nucleus_triage
 
     changes = {"seed": args.seed, "epochs": args.epochs, "n_train_fields": args.train_fields,

@@ -24,8 +24,8 @@ import os
 import tomllib
 
 from moe_imaging.background import BackgroundConfig
-from moe_imaging.config import Config, check_choice, check_int, check_range
-from moe_imaging.errors import ConfigError
+from contracts.config import Config, check_choice, check_int, check_range
+from contracts.errors import ConfigError
 from moe_imaging.experts.artifact import ArtifactExpertConfig
 from moe_imaging.experts.extended import ExtendedExpertConfig
 from moe_imaging.experts.learned import LearnedExpertConfig

@@ -27,7 +27,7 @@ from astropy.table import Table
 from catalogs import COLUMNS, add_sky_coordinates, empty_catalog, make_provenance, validate
 from catalogs.provenance import Provenance
 from moe_imaging.background import BackgroundModel
-from moe_imaging.errors import InputError, PSFError
+from contracts.errors import InputError, PSFError
 from moe_imaging.experts import make_expert
 from moe_imaging.fusion import fuse
 from moe_imaging.experts.nucleus import NucleusExpertConfig, microscopy_background_passes
@@ -210,7 +210,7 @@ def detect_image(
 
     Raises
     ------
-    moe_imaging.errors.InputError
+    contracts.errors.InputError
         For unusable input (missing, corrupt, not 2-D, all NaN, no PSF).
     """
     t0 = time.perf_counter()

@@ -34,7 +34,7 @@ from moe_imaging.background import (
     mesh_statistics,
     source_mask,
 )
-from moe_imaging.flags import MaskBit
+from contracts.flags import MaskBit
 from moe_imaging.psf import PSF, local_psf
 from moe_imaging.tile import Tile
 

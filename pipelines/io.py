@@ -18,7 +18,7 @@ Multi-extension files (MEF) are understood by ``EXTNAME``: the science plane
 ``BPM``, non-zero means bad).
 
 Every fault with an input file is raised as
-:class:`moe_imaging.errors.InputError` whose message is one line,
+:class:`contracts.errors.InputError` whose message is one line,
 ``"FILE: cause"``; astropy and numpy exceptions never escape.
 """
 
@@ -40,8 +40,8 @@ from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-from moe_imaging.errors import InputError
-from moe_imaging.flags import MaskBit
+from contracts.errors import InputError
+from contracts.flags import MaskBit
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -180,7 +180,7 @@ class PixelSection:
         to 0 and flagged :attr:`MaskBit.BAD`.  ``None`` when the file has no
         variance or weight plane.
     mask : numpy.ndarray
-        ``uint16`` :class:`~moe_imaging.flags.MaskBit` bits: ``BAD`` (input
+        ``uint16`` :class:`~contracts.flags.MaskBit` bits: ``BAD`` (input
         mask plane non-zero, unusable variance/weight), ``NONFINITE``,
         ``SATURATED`` (data >= ``meta.saturate``).  Always combine the arrays
         with the mask: flagged pixels hold placeholder values.
@@ -344,7 +344,7 @@ class Exposure:
         -------
         xarray.Dataset
             Data variables ``data`` (float32/float64), ``mask`` (uint16
-            :class:`~moe_imaging.flags.MaskBit` bits, with CF ``flag_masks``
+            :class:`~contracts.flags.MaskBit` bits, with CF ``flag_masks``
             and ``flag_meanings``) and, when the file has a variance or
             weight plane, ``variance``; dims ``('y', 'x')``, no coordinates.
             ``attrs`` hold ``path``, ``hdu``, ``shape`` and the non-``None``

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from moe_imaging.errors import InputError
-from moe_imaging.flags import MaskBit
+from contracts.errors import InputError
+from contracts.flags import MaskBit
 
 from .io import ExposureMeta, PixelSection
 

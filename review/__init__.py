@@ -19,7 +19,7 @@ from .errors import (
     UnknownCutoutError,
     UnknownItemError,
 )
-from .labels import LABEL_COLUMNS, read_labels, write_labels
+from .labels import read_labels, write_labels
 from .store import (
     ACTIONS,
     UNCERTAIN,
@@ -36,7 +36,6 @@ from .store import (
 
 __all__ = [
     "ACTIONS",
-    "LABEL_COLUMNS",
     "UNCERTAIN",
     "AuditEvent",
     "Decision",

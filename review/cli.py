@@ -244,7 +244,7 @@ def _read_image(path: str, hdu: str | None):
     from astropy.io import fits
     from astropy.wcs import WCS, FITSFixedWarning
 
-    from moe_imaging.errors import InputError
+    from contracts.errors import InputError
 
     try:
         hdul = fits.open(path, memmap=True)

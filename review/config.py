@@ -23,17 +23,14 @@ import tomllib
 from collections.abc import Mapping
 from typing import Any
 
-from moe_imaging.config import Config, check_choice, check_int, check_range
-from moe_imaging.errors import ConfigError
+from contracts.config import Config, check_choice, check_int, check_range
+from contracts.errors import ConfigError
 
 __all__ = [
     "CONSENSUS_RULES",
     "DEFAULT_KIND_VALUES",
     "DEFAULT_PATH",
-    "MICROSCOPY_KINDS",
-    "MODES",
     "STRETCHES",
-    "SURVEY_KINDS",
     "ReviewConfig",
     "load_review_config",
 ]
@@ -51,14 +48,6 @@ when the consensus is "uncertain") the item is ``disputed``.
 
 STRETCHES: tuple[str, ...] = ("zscale", "asinh")
 """Display stretches of survey cutouts (microscopy uses a percentile interval)."""
-
-MODES: tuple[str, ...] = ("survey", "microscopy")
-
-SURVEY_KINDS: tuple[str, ...] = ("star", "galaxy", "streak", "artifact")
-"""Classes a reviewer may relabel a survey item to."""
-
-MICROSCOPY_KINDS: tuple[str, ...] = ("nucleus", "artifact")
-"""Classes a reviewer may relabel a microscopy item to."""
 
 DEFAULT_KIND_VALUES: tuple[tuple[str, float], ...] = (
     ("artifact", 0.5),

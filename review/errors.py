@@ -1,6 +1,6 @@
 """Expected faults of the review queue.
 
-Every error is a :class:`moe_imaging.errors.MoeImagingError`, so the command
+Every error is a :class:`contracts.errors.MoeImagingError`, so the command
 line prints it as one line (``moe-imaging: error: ...``) with no traceback.
 The message names what was wrong (the item, the file, the database URL without
 its password) and the cause.  An operation that raises changes nothing: every
@@ -9,7 +9,7 @@ store method runs in one database transaction that is rolled back on error.
 
 from __future__ import annotations
 
-from moe_imaging.errors import MoeImagingError
+from contracts.errors import MoeImagingError
 
 __all__ = [
     "NotClaimedError",

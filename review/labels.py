@@ -1,7 +1,7 @@
 """Review labels as Parquet: what the reviewers decided, for calibration and training.
 
 One row per item that reached its required number of decisions (status
-``decided`` or ``disputed``).  Columns (:data:`LABEL_COLUMNS`): the source
+``decided`` or ``disputed``).  Columns (:data:`contracts.vocabulary.LABEL_COLUMNS`): the source
 (``catalog_id``, ``source_id``, ``exposure``, ``x``, ``y``, ``ra``, ``dec``,
 ``mode``), the gate's ``kind`` and probabilities ``p_<class>`` (NaN where the
 gate gave none; ``p_nucleus`` for microscopy), its ``confidence``, the
@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import MODES
+from contracts.vocabulary import LABEL_COLUMNS, LABEL_VALUES, MODES, PROB_COLUMNS
 from .errors import ReviewError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,37 +33,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .store import ReviewStore
 
-__all__ = ["LABELS_VERSION", "LABEL_COLUMNS", "LABEL_VALUES", "read_labels", "write_labels"]
+__all__ = ["LABELS_VERSION", "read_labels", "write_labels"]
 
 LABELS_VERSION = "1.1"
 """Version of the label-file layout (stored in the Parquet metadata)."""
-
-LABEL_VALUES: tuple[str, ...] = ("star", "galaxy", "streak", "artifact", "nucleus", "uncertain")
-"""Allowed values of the ``label`` column."""
-
-_PROBS = ("p_star", "p_galaxy", "p_streak", "p_artifact", "p_nucleus")
-
-LABEL_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("catalog_id", "string"),
-    ("source_id", "int64"),
-    ("exposure", "string"),
-    ("x", "float64"),
-    ("y", "float64"),
-    ("ra", "float64"),
-    ("dec", "float64"),
-    ("mode", "string"),
-    ("kind", "string"),
-    ("label", "string"),
-    ("n_decisions", "int64"),
-    ("agreement", "float64"),
-    *((p, "float64") for p in _PROBS),
-    ("confidence", "float64"),
-    ("psf_fwhm", "float64"),
-    ("review_reason", "string"),
-    ("triage_stratum", "string"),
-    ("decided_at", "timestamp"),
-)
-"""``(name, type)`` of every column of a label file, in order."""
 
 _OPTIONAL = {"p_nucleus", "ra", "dec", "psf_fwhm", "confidence", "review_reason", "triage_stratum", "decided_at"}
 """Columns :func:`read_labels` fills (NaN / empty) when a file lacks them."""
@@ -123,7 +96,7 @@ def write_labels(store: ReviewStore, path: str | os.PathLike) -> Path:
             cols["kind"].append(r["kind"])
             cols["label"].append(r["label"])
             cols["n_decisions"].append(int(r["n_decisions"]))
-            for p in _PROBS:
+            for p in PROB_COLUMNS:
                 cols[p].append(_nan(probs.get(p[2:])))
             cols["review_reason"].append(r["reason"])
             cols["triage_stratum"].append(r["triage_stratum"] or "")
@@ -157,7 +130,7 @@ def read_labels(path: str | os.PathLike) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        The columns of :data:`LABEL_COLUMNS`, in order (optional ones a file
+        The columns of :data:`contracts.vocabulary.LABEL_COLUMNS`, in order (optional ones a file
         lacks are filled: NaN, empty text, NaT).
 
     Raises
@@ -217,7 +190,7 @@ def read_labels(path: str | os.PathLike) -> pd.DataFrame:
     bad("n_decisions", df["n_decisions"] < 1, "must be at least 1")
     agreement = df["agreement"].to_numpy()
     bad("agreement", ~((agreement > 0) & (agreement <= 1)), "must lie in (0, 1]")
-    for p in (*_PROBS, "confidence"):
+    for p in (*PROB_COLUMNS, "confidence"):
         v = df[p].to_numpy()
         bad(p, np.isfinite(v) & ((v < 0) | (v > 1)) | np.isinf(v), "a probability must lie in [0, 1] (or be NaN)")
     for c in ("x", "y"):

@@ -89,8 +89,10 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 
+from contracts.vocabulary import CLASSES_BY_MODE, KINDS, MODES, UNCERTAIN
+
 from . import models as m
-from .config import MICROSCOPY_KINDS, MODES, SURVEY_KINDS, ReviewConfig
+from .config import ReviewConfig
 from .errors import (
     NotClaimedError,
     ReviewError,
@@ -101,7 +103,6 @@ from .errors import (
 
 __all__ = [
     "ACTIONS",
-    "PROB_CLASSES",
     "UNCERTAIN",
     "AuditEvent",
     "Decision",
@@ -120,12 +121,6 @@ __all__ = [
 ACTIONS: tuple[str, ...] = ("accept", "reject", "relabel", "uncertain")
 """What a reviewer may decide (see the module docstring for the labels)."""
 
-UNCERTAIN = "uncertain"
-"""The label of an item the reviewers could not settle."""
-
-PROB_CLASSES: tuple[str, ...] = ("star", "galaxy", "streak", "artifact", "nucleus")
-"""Classes whose ``p_<class>`` catalog columns are kept as the item's probabilities."""
-
 _MEASUREMENTS: tuple[str, ...] = (
     "snr", "det_snr", "flux", "flux_err", "mag", "a", "b", "theta", "sharpness", "roundness",
     "flags", "subtype", "expert", "gate_reason",
@@ -142,7 +137,7 @@ _PG_MIGRATION_LOCK = 0x6D6F6572  # "moer": advisory lock key held while migratin
 
 def relabel_kinds(mode: str) -> tuple[str, ...]:
     """The kinds a reviewer may relabel an item of ``mode`` to."""
-    return MICROSCOPY_KINDS if mode == "microscopy" else SURVEY_KINDS
+    return CLASSES_BY_MODE[mode] if mode in CLASSES_BY_MODE else CLASSES_BY_MODE["survey"]
 
 
 def valid_digest(digest: object) -> bool:
@@ -579,7 +574,7 @@ class ReviewStore:
         confidence, psf_fwhm = optional("confidence"), optional("psf_fwhm")
         reason = cols.text("review_reason")[idx] if "review_reason" in cols else np.full(len(idx), "")
         stratum = cols.text("triage_stratum")[idx] if "triage_stratum" in cols else np.full(len(idx), "")
-        prob_cols = [c for c in PROB_CLASSES if f"p_{c}" in cols]
+        prob_cols = [c for c in KINDS if f"p_{c}" in cols]
         probs = np.column_stack([cols.float(f"p_{c}")[idx] for c in prob_cols]) if prob_cols else np.zeros((len(idx), 0))
         weight_cols = [c for c in cols.names if c.startswith("w_")]
         evidence_cols = [c for c in cols.names if c.startswith("ev_")] + [c for c in _MEASUREMENTS if c in cols]

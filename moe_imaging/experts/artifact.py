@@ -35,9 +35,9 @@ import numpy as np
 from astropy.table import Table
 from scipy import ndimage
 
-from ..config import Config, check_range
+from contracts.config import Config, check_range
 from ..detection import connected_regions
-from ..flags import MaskBit, SourceFlag
+from contracts.flags import MaskBit, SourceFlag
 from ..psf import PSF
 from ..tile import Tile
 from .base import CANDIDATE_COLUMNS, register, sample_at_candidates

@@ -34,8 +34,8 @@ import dataclasses
 import numpy as np
 from astropy.table import Table
 
-from ..config import Config, check_choice, check_int, check_range
-from ..errors import ConfigError
+from contracts.config import Config, check_choice, check_int, check_range
+from contracts.errors import ConfigError
 from ..psf import PSF
 from ..tile import Tile
 from .base import CANDIDATE_COLUMNS, empty_candidates, register

@@ -45,9 +45,9 @@ from skimage.filters import apply_hysteresis_threshold
 from skimage.segmentation import watershed
 
 from ..background import BackgroundConfig, BackgroundModel, estimate_background, source_mask
-from ..config import Config, check_range
-from ..errors import ConfigError
-from ..flags import SourceFlag
+from contracts.config import Config, check_range
+from contracts.errors import ConfigError
+from contracts.flags import SourceFlag
 from ..psf import PSF
 from ..tile import Tile
 from .base import CANDIDATE_COLUMNS, register, sample_at_candidates

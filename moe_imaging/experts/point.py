@@ -28,7 +28,7 @@ Steps on one :class:`~moe_imaging.tile.Tile`:
    when the gain is known), sharpness (peak pixel over the PSF's prediction:
    1 for a star, > 1 for cosmic rays and hot pixels, < 1 for galaxies),
    windowed second moments corrected for the Gaussian window (``a``, ``b``,
-   ``theta``, roundness), and flags from :class:`~moe_imaging.flags.SourceFlag`.
+   ``theta``, roundness), and flags from :class:`~contracts.flags.SourceFlag`.
 
 All positions are 0-based global pixel coordinates.  Only detections whose
 integer peak lies in the tile's core are returned, so overlapping tiles never
@@ -45,9 +45,9 @@ from astropy.table import Table
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from ..config import Config, check_range
+from contracts.config import Config, check_range
 from ..detection import connected_regions, find_peaks, matched_filter, refine_peaks, threshold_for_false_rate
-from ..flags import MaskBit, SourceFlag
+from contracts.flags import MaskBit, SourceFlag
 from ..psf import PSF
 from ..tile import Tile
 from .base import CANDIDATE_COLUMNS as BASE_COLUMNS

@@ -65,10 +65,10 @@ import numpy as np
 from astropy.table import Table
 from scipy import ndimage, optimize, signal
 
-from ..config import Config, check_int, check_range
+from contracts.config import Config, check_int, check_range
 from ..detection import threshold_for_false_rate
-from ..errors import ConfigError
-from ..flags import MaskBit, SourceFlag
+from contracts.errors import ConfigError
+from contracts.flags import MaskBit, SourceFlag
 from ..psf import PSF
 from ..tile import Tile
 from .base import CANDIDATE_COLUMNS, register, sample_at_candidates

@@ -229,10 +229,10 @@ def load_model(path: str | Path | None = None, *, device: str = "cpu") -> Learne
 
     Raises
     ------
-    moe_imaging.errors.InputError
+    contracts.errors.InputError
         When the file is missing or is not a weights file.
     """
-    from ..errors import InputError
+    from contracts.errors import InputError
 
     p = Path(DEFAULT_WEIGHTS if path is None else path).resolve()
     if not p.is_file():

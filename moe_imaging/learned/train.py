@@ -43,8 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import Config, check_int, check_range
-from ..errors import ConfigError
+from contracts.config import Config, check_int, check_range
+from contracts.errors import ConfigError
 from ..psf import moffat_psf
 from ..simulate import SurveySimConfig, simulate_survey
 from .model import (

@@ -61,11 +61,13 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from moe_imaging.config import Config, check_int, check_range
-from moe_imaging.errors import ConfigError
+from contracts.config import Config, check_int, check_range
+from contracts.errors import ConfigError
 
 from .. import models as _models
-from ..config import MICROSCOPY_KINDS, SURVEY_KINDS, ReviewConfig
+from contracts.vocabulary import CLASSES_BY_MODE
+
+from ..config import ReviewConfig
 from ..errors import NotClaimedError, ReviewError, UnknownItemError
 from ..store import ACTIONS, Item, ReviewStore, relabel_kinds
 
@@ -93,10 +95,7 @@ LOGIN_COOKIE = "moe_review_login"
 CSRF_HEADER = "X-CSRF-Token"
 """Header that may carry the CSRF token instead of the ``csrf_token`` form field."""
 
-RELABEL_CLASSES: Mapping[str, tuple[str, ...]] = {
-    "survey": SURVEY_KINDS,
-    "microscopy": MICROSCOPY_KINDS,
-}
+RELABEL_CLASSES: Mapping[str, tuple[str, ...]] = CLASSES_BY_MODE
 """Classes a reviewer may relabel an item to, per mode, in number-key order (1, 2, ...)."""
 
 _ACTION_KEYS = {"accept": "a", "reject": "r", "uncertain": "u"}

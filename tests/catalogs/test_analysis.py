@@ -27,7 +27,7 @@ from catalogs.analysis import (
 )
 from catalogs.evaluate import TruthMatch, match_to_truth, purity
 from moe_imaging.calibrate import expected_calibration_error, reliability_table
-from moe_imaging.errors import InputError
+from contracts.errors import InputError
 from tests.catalogs.demo_data import build_demo
 
 

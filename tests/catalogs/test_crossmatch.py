@@ -20,7 +20,7 @@ from catalogs import (
     pixel_to_icrs,
 )
 from catalogs.analysis import read_truth
-from moe_imaging.errors import InputError
+from contracts.errors import InputError
 from tests.catalogs.demo_data import DITHER, build_demo
 
 

@@ -29,7 +29,7 @@ from catalogs import (
     write_catalog,
     write_exposure_catalog,
 )
-from moe_imaging.errors import InputError
+from contracts.errors import InputError
 from pipelines.cli import main as cli_main
 from tests.catalogs.demo_data import RUN, build_demo
 

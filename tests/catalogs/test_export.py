@@ -24,7 +24,7 @@ from catalogs import (
     write_fits,
     write_votable,
 )
-from moe_imaging.errors import InputError
+from contracts.errors import InputError
 from pipelines.cli import main as cli_main
 from tests.catalogs.demo_data import build_demo
 

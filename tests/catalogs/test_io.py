@@ -22,7 +22,7 @@ from catalogs import (
     read_catalog,
     write_catalog,
 )
-from moe_imaging.errors import InputError
+from contracts.errors import InputError
 
 EXTENSIONS = [".parquet", ".fits", ".fit", ".fits.gz", ".ecsv"]
 

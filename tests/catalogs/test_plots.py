@@ -33,7 +33,7 @@ from catalogs.plots import (
     sky_map,
     snr_histogram,
 )
-from moe_imaging.errors import InputError
+from contracts.errors import InputError
 from tests.catalogs.demo_data import build_demo
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from catalogs import SCHEMA_VERSION, Provenance, config_hash, file_checksum, make_provenance
 from moe_imaging import __version__
-from moe_imaging.errors import InputError
+from contracts.errors import InputError
 
 
 def test_defaults():
@@ -83,7 +83,7 @@ def test_make_provenance(tmp_path):
 
 
 def test_config_hash_uses_config_objects():
-    from moe_imaging.config import Config
+    from contracts.config import Config
 
     @dataclasses.dataclass(frozen=True)
     class Small(Config):

@@ -20,7 +20,7 @@ from catalogs import (
     get_column,
     validate,
 )
-from moe_imaging.errors import MoeImagingError
+from contracts.errors import MoeImagingError
 
 EXPECTED = [
     "source_id", "x", "y", "x_peak", "y_peak", "ra", "dec", "flux", "flux_err", "snr",

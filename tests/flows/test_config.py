@@ -17,7 +17,7 @@ from flows.config import FLOW_DETECTION_DEFAULTS, InputsConfig, RunConfig, load_
 from flows.dask import DASK_ADDRESS_ENV, scheduler_address
 from flows.errors import FlowError
 from flows.state import DoneRecord, Ledger
-from moe_imaging.errors import ConfigError
+from contracts.errors import ConfigError
 from pipelines.cli import main
 
 FULL = """

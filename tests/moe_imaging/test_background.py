@@ -15,7 +15,7 @@ from moe_imaging.background import (
     mesh_block_edges,
     mesh_statistics,
 )
-from moe_imaging.errors import ConfigError
+from contracts.errors import ConfigError
 from moe_imaging.psf import moffat_psf
 
 SKY0, GX, GY, SIGMA = 1000.0, 0.03, -0.02, 10.0

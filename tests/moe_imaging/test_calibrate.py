@@ -27,7 +27,7 @@ from moe_imaging.calibrate import (
     reliability_table,
     risk_coverage,
 )
-from moe_imaging.errors import ConfigError
+from contracts.errors import ConfigError
 
 
 def _draw_labels(rng, probs):

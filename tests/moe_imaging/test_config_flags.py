@@ -1,4 +1,4 @@
-"""Tests of moe_imaging.config (frozen validated configurations) and moe_imaging.flags."""
+"""Tests of contracts.config (frozen validated configurations) and contracts.flags."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from moe_imaging.background import BackgroundConfig
-from moe_imaging.config import Config, check_choice, check_range
-from moe_imaging.errors import ConfigError, MoeImagingError
+from contracts.config import Config, check_choice, check_range
+from contracts.errors import ConfigError, MoeImagingError
 from moe_imaging.experts.point import PointExpertConfig
-from moe_imaging.flags import (
+from contracts.flags import (
     FLAG_DESCRIPTIONS,
     MASK_DESCRIPTIONS,
     MaskBit,

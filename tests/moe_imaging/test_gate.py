@@ -8,7 +8,7 @@ import torch
 from astropy.table import Table
 
 from moe_imaging.experts import make_expert
-from moe_imaging.flags import MaskBit
+from contracts.flags import MaskBit
 from moe_imaging.fusion import fuse
 from moe_imaging.gate import (
     CROWDED_BEAM_DENSITY,
@@ -181,7 +181,7 @@ def test_an_exposure_denser_than_any_calibration_field_goes_to_review(tiny_gate,
 
 
 def test_config_errors_name_the_key() -> None:
-    from moe_imaging.errors import ConfigError
+    from contracts.errors import ConfigError
 
     with pytest.raises(ConfigError, match="gate.fwhm_range"):
         GateTrainConfig(fwhm_range=(5.0, 2.0))

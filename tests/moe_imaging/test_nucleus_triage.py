@@ -10,8 +10,8 @@ import torch
 from astropy.table import Table
 
 from moe_imaging.calibrate import clopper_pearson
-from moe_imaging.errors import ConfigError
-from moe_imaging.flags import SourceFlag
+from contracts.errors import ConfigError
+from contracts.flags import SourceFlag
 from moe_imaging.nucleus_triage import (
     DEFAULT_NUCLEUS_TRIAGE_WEIGHTS,
     FEATURES,

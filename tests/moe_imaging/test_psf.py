@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage, special
 
-from moe_imaging.errors import PSFError
+from contracts.errors import PSFError
 from moe_imaging.psf import (
     KOLMOGOROV_MOFFAT_BETA,
     PSF,

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from moe_imaging.calibrate import fit_stratified_triage
-from moe_imaging.errors import InputError
+from contracts.errors import InputError
 from moe_imaging.gate import load_gate
 from moe_imaging.recalibrate import read_label_file, recalibrate_with_labels
 from pipelines.cli import main

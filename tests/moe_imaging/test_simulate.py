@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from astropy.wcs import WCS
 
-from moe_imaging.errors import ConfigError
+from contracts.errors import ConfigError
 from moe_imaging.simulate import (
     TRUTH_KINDS,
     SimulatedExposure,

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from moe_imaging.errors import ConfigError, PSFError
+from contracts.errors import ConfigError, PSFError
 from moe_imaging.psf import measure_fwhm
 from moe_imaging.simulate_microscopy import (
     MicroscopySimConfig,

@@ -25,7 +25,7 @@ from scipy.spatial import cKDTree
 
 from catalogs import read_catalog
 from moe_imaging import __version__
-from moe_imaging.flags import SourceFlag
+from contracts.flags import SourceFlag
 from moe_imaging.simulate import SurveySimConfig, simulate_survey
 from pipelines import DetectionConfig, detect_image, open_exposure
 from pipelines.cli import main

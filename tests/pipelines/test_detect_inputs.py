@@ -11,7 +11,7 @@ from astropy.io import fits
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from moe_imaging.flags import SourceFlag
+from contracts.flags import SourceFlag
 from moe_imaging.psf import psf_from_image
 from moe_imaging.simulate import SurveySimConfig, simulate_survey
 from pipelines import detect_image

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from moe_imaging.errors import InputError
-from moe_imaging.flags import MaskBit
+from contracts.errors import InputError
+from contracts.flags import MaskBit
 from pipelines.io import (
     Exposure,
     PixelSection,

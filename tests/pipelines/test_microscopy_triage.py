@@ -116,7 +116,7 @@ def test_nucleus_weights_refitted_with_labels_are_what_the_pipeline_uses(crowded
     # the network is the same: only who decides changes
     assert np.allclose(np.asarray(cat["p_nucleus"]), np.asarray(shipped["p_nucleus"]))
     missing = DetectionConfig.from_mapping({"gate": {"enabled": True, "nucleus_weights": str(tmp_path / "no.pt")}})
-    from moe_imaging.errors import InputError
+    from contracts.errors import InputError
 
     with pytest.raises(InputError, match="no.pt: no such nucleus triage weights file"):
         detect_image(crowded_tiff, config=missing, tile_size=None, checksum=False)

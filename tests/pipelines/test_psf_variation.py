@@ -68,7 +68,7 @@ def test_local_psf_falls_back_without_stars() -> None:
 
 
 def test_vary_config_is_validated() -> None:
-    from moe_imaging.errors import ConfigError
+    from contracts.errors import ConfigError
 
     with pytest.raises(ConfigError, match="psf.vary"):
         DetectionConfig.from_mapping({"psf": {"vary": "yes"}})

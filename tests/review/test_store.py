@@ -27,7 +27,7 @@ from review import (
     read_labels,
 )
 from review import models as m
-from review.labels import LABEL_COLUMNS
+from contracts.vocabulary import LABEL_COLUMNS
 from tests.review._helpers import review_catalog
 
 
@@ -664,7 +664,7 @@ def test_upgrade_from_the_first_revision_keeps_the_data(store_url):
 
 
 def test_config_validation(tmp_path):
-    from moe_imaging.errors import ConfigError
+    from contracts.errors import ConfigError
     from review import load_review_config
 
     with pytest.raises(ConfigError, match="review.consensus"):

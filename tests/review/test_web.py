@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moe_imaging.errors import ConfigError
+from contracts.errors import ConfigError
 from review import ReviewError, ReviewStore
 from review.web import WebConfig, create_app
 from review.web.app import SESSION_COOKIE, _Signer, _signing_key

@@ -13,7 +13,7 @@ import pytest
 from scipy import ndimage
 
 from moe_imaging.experts import CANDIDATE_COLUMNS, KINDS, REGISTRY, Expert, make_expert
-from moe_imaging.flags import MaskBit
+from contracts.flags import MaskBit
 from moe_imaging.psf import moffat_psf
 from moe_imaging.tile import Tile
 
@@ -197,7 +197,7 @@ def test_psf_larger_than_the_tile(expert) -> None:
 
 
 def test_nan_psf_is_a_clear_error() -> None:
-    from moe_imaging.errors import PSFError
+    from contracts.errors import PSFError
     from moe_imaging.psf import PSF as PSFClass
 
     bad = np.full((11, 11), np.nan)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from moe_imaging.errors import ConfigError
+from contracts.errors import ConfigError
 from moe_imaging.experts import REGISTRY, LearnedExpert, LearnedExpertConfig, make_expert
 from moe_imaging.learned.model import (
     CLASSES,

@@ -9,9 +9,9 @@ import pytest
 from scipy import signal
 from scipy.spatial import cKDTree
 
-from moe_imaging.errors import ConfigError
+from contracts.errors import ConfigError
 from moe_imaging.experts.nucleus import NucleusExpert, NucleusExpertConfig, find_nuclei
-from moe_imaging.flags import SourceFlag
+from contracts.flags import SourceFlag
 from moe_imaging.psf import airy_psf, measure_fwhm
 from moe_imaging.tile import Tile
 

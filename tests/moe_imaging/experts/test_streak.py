@@ -10,7 +10,7 @@ from astropy.io import fits
 from astropy.table import Table
 from scipy import ndimage
 
-from moe_imaging.errors import ConfigError
+from contracts.errors import ConfigError
 from moe_imaging.experts.streak import (
     StreakExpert,
     StreakExpertConfig,
