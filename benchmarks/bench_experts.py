@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pipelines.cli", "simulate", "survey", "--size", str(args.size),
+    subprocess.run([sys.executable, "-m", "moe_cli", "simulate", "survey", "--size", str(args.size),
                     "--seed", str(args.seed), "--streaks", str(args.streaks), "--out", str(out)],
                    check=True, capture_output=True)
     stem = out / f"survey_{args.size}_seed{args.seed}"

@@ -53,7 +53,7 @@ def _simulate(size: int, seed: int, folder: Path) -> Path:
     path = folder / f"survey_{size}_seed{seed}.fits"
     if not path.exists():
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-        subprocess.run([sys.executable, "-m", "pipelines.cli", "simulate", "survey", "--size", str(size),
+        subprocess.run([sys.executable, "-m", "moe_cli", "simulate", "survey", "--size", str(size),
                         "--seed", str(seed), "--out", str(folder)], check=True, env=env, stdout=subprocess.DEVNULL)
     return path
 

@@ -3,7 +3,7 @@
 Run with ``python benchmarks/bench_gate.py [--fields 12] [--out bench_out]``.
 
 Fields from a seed split that played no part in training or calibration
-(``moe_imaging.gate_train`` split 3; FWHM 1.5-6 px), plus fields with a PSF
+(``training.gate`` split 3; FWHM 1.5-6 px), plus fields with a PSF
 outside the training range (FWHM 9 px, split 4).  Prints:
 
 * the risk-coverage table at alpha = 0.5 %, 1 %, 2 %, 5 % (delta = 5 %): the
@@ -38,16 +38,18 @@ from pathlib import Path
 
 import numpy as np
 
-from moe_imaging.calibrate import (
+from catalogs.plots import reliability_diagram
+from contracts.vocabulary import SURVEY_CLASSES
+from moe_imaging.triage.calibration import (
     clopper_pearson,
     expected_calibration_error,
-    fit_stratified_triage,
-    plot_reliability,
     reliability_table,
 )
-from moe_imaging.gate import GATE_CLASSES, gate_predict, load_gate
-from moe_imaging.gate_train import GateTrainConfig, simulate_samples
+from moe_imaging.triage.certify import fit_stratified_triage
+from moe_imaging.triage.survey import gate_predict
+from pipelines.models import load_gate
 from pipelines.runtime import tune_allocator
+from training.gate import GateTrainConfig, simulate_samples
 
 ALPHAS = (0.005, 0.01, 0.02, 0.05)
 
@@ -124,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     ece = expected_calibration_error(conf, ~wrong)
     table = reliability_table(conf, ~wrong, n_bins=15)
     png = out / "gate_reliability.png"
-    plot_reliability(table, png, title=f"gate on fresh fields: ECE {ece:.4f}")
+    fig = reliability_diagram(table, title=f"gate on fresh fields: ECE {ece:.4f}")
+    fig.savefig(png, dpi=120)
     results["ece"] = ece
     print(f"\nexpected calibration error (15 bins): {ece:.4f}; reliability diagram: {png}")
 
@@ -136,11 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         acc[f"{name} head alone, where it spoke"] = float(np.mean(per[said, e].argmax(1) == test.labels[said]))
     lp = test.evidence["learned"][:, :4]
     acc["learned expert's own probabilities"] = float(np.mean(lp.argmax(1) == test.labels))
-    chosen = np.array([GATE_CLASSES.index(k) if k in GATE_CLASSES else 3 for k in test.chosen_kind])
+    chosen = np.array([SURVEY_CLASSES.index(k) if k in SURVEY_CLASSES else 3 for k in test.chosen_kind])
     acc["fusion precedence (no gate)"] = float(np.mean(chosen == test.labels))
     for k, v in acc.items():
         print(f"  {k:40s} {v:.3f}")
-    per_class = {c: float(np.mean(pred[test.labels == i] == i)) for i, c in enumerate(GATE_CLASSES)}
+    per_class = {c: float(np.mean(pred[test.labels == i] == i)) for i, c in enumerate(SURVEY_CLASSES)}
     print("  gate recall per class: " + ", ".join(f"{c} {v:.3f}" for c, v in per_class.items()))
     results["accuracy"] = acc
     results["gate_recall_per_class"] = per_class
@@ -208,10 +211,10 @@ def _end_to_end(cfg: GateTrainConfig, n_fields: int, weights: str | None) -> dic
 
     from astropy.table import Table
 
-    from moe_imaging.gate_train import field_config, truth_labels
     from moe_imaging.simulate import simulate_survey
     from pipelines import DetectionConfig, detect_image
     from pipelines.io import write_exposure
+    from training.gate import field_config, truth_labels
 
     gate = {"enabled": True, "alpha": 0.01, **({"weights": str(weights)} if weights else {})}
     config = DetectionConfig.from_mapping({"experts": ["point", "extended", "artifact", "streak", "learned"],
@@ -227,7 +230,7 @@ def _end_to_end(cfg: GateTrainConfig, n_fields: int, weights: str | None) -> dic
             cat = detect_image(path, config=config, checksum=False).catalog
             rows = Table(cat, copy=True)
             rows["kind"] = np.where(np.asarray(cat["expert"]).astype(str) == "streak", "streak", "")
-            truth = np.asarray(GATE_CLASSES)[truth_labels(rows, sim.truth, float(sc.fwhm_px))]
+            truth = np.asarray(SURVEY_CLASSES)[truth_labels(rows, sim.truth, float(sc.fwhm_px))]
             auto = np.asarray(cat["decision"]).astype(str) != "review"
             wrong = np.asarray(cat["kind"]).astype(str) != truth
             for name in np.unique(np.asarray(cat["triage_stratum"]).astype(str)):

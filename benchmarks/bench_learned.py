@@ -2,7 +2,7 @@
 
 Run with ``python benchmarks/bench_learned.py [--quick] [--out DIR]``.
 
-Fields come from the ``bench`` split of :mod:`moe_imaging.learned.train` (their
+Fields come from the ``bench`` split of :mod:`training.learned` (their
 seeds are checked to be disjoint from every training, validation and test
 field of the shipped weights).  It prints:
 
@@ -33,20 +33,22 @@ from pathlib import Path
 
 import numpy as np
 
-from moe_imaging.experts.learned import LearnedExpert, LearnedExpertConfig
 from contracts.flags import MaskBit
-from moe_imaging.learned.model import CLASSES, classify_stamps, load_model
-from moe_imaging.learned.train import (
+from contracts.vocabulary import SURVEY_CLASSES as CLASSES
+from moe_imaging.experts.learned import LearnedExpert, LearnedExpertConfig
+from moe_imaging.learned.model import classify_stamps
+from moe_imaging.psf import moffat_psf
+from moe_imaging.simulate import simulate_survey
+from moe_imaging.tile import Tile
+from pipelines.models import load_learned
+from training.learned import (
     TrainConfig,
-    summarize_predictions,
     evaluate,
     field_config,
     field_samples,
     field_seed,
+    summarize_predictions,
 )
-from moe_imaging.psf import moffat_psf
-from moe_imaging.simulate import simulate_survey
-from moe_imaging.tile import Tile
 
 _LABEL = {"star": 0, "saturated_star": 0, "galaxy": 1, "streak": 2, "cosmic_ray": 3, "hot_pixel": 3}
 
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="folder for bench_learned.json")
     args = ap.parse_args(argv)
     n_fields = args.fields or (3 if args.quick else 12)
-    model = load_model(args.weights)
+    model = load_learned(args.weights)
     tcfg = TrainConfig.from_mapping(model.metadata.get("train_config", {}))
     # held-out check: bench seeds never coincide with train/val/test seeds of these weights
     used = {field_seed(tcfg.seed, s, i) for s, n in (("train", tcfg.n_train_fields), ("val", tcfg.n_val_fields), ("test", tcfg.n_test_fields)) for i in range(n)}
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     report["speed"] = speed
 
     # --- the expert's own proposals -------------------------------------------
-    expert = LearnedExpert(LearnedExpertConfig(weights=args.weights))
+    expert = LearnedExpert(LearnedExpertConfig(weights=args.weights), model=model)
     labels, preds, n_unmatched, n_cand, t_prop, npix = [], [], 0, 0, 0.0, 0
     for i in range(min(n_fields, 2 if args.quick else 4)):
         sim_cfg, prior = field_config(tcfg, "bench", i)

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for seed in args.seeds:
         subprocess.run(
-            [sys.executable, "-m", "pipelines.cli", "simulate", "microscopy", "--size", str(args.size),
+            [sys.executable, "-m", "moe_cli", "simulate", "microscopy", "--size", str(args.size),
              "--seed", str(seed), "--out", str(out)],
             check=True, capture_output=True,
         )

@@ -4,7 +4,7 @@
 
 Fields of split 3 (``SeedSequence([seed, 3, i])``; the shipped model used
 splits 0, 1 and 2 for training, calibration and test), drawn from the same
-recipe as the calibration fields (``moe_imaging.nucleus_triage``):
+recipe as the calibration fields (``training.nucleus_triage``):
 
 * risk-coverage at alpha 0.5 %, 1 %, 2 %, 5 % (delta 5 %): the error among
   automatically decided detections with its Clopper-Pearson 95 % interval and
@@ -37,19 +37,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from moe_imaging.calibrate import clopper_pearson, expected_calibration_error  # noqa: E402
-from moe_imaging.nucleus_triage import (  # noqa: E402
-    DEFAULT_NUCLEUS_TRIAGE_WEIGHTS,
-    NucleusTriageConfig,
-    apply_nucleus_triage,
-    detect_field,
-    field_config,
-    fit_nucleus_triage,
-    label_detections,
+from moe_imaging.triage import TriageContext, apply_triage, certified_thresholds  # noqa: E402
+from moe_imaging.triage.calibration import clopper_pearson, expected_calibration_error  # noqa: E402
+from moe_imaging.triage.microscopy import (  # noqa: E402
     OUT_OF_RANGE_STRATUM,
-    load_nucleus_triage,
+    label_detections,
     outside_feature_range,
     predict_nucleus,
+)
+from pipelines.models import DEFAULT_NUCLEUS_TRIAGE_WEIGHTS, load_nucleus_triage  # noqa: E402
+from training.nucleus_triage import (  # noqa: E402
+    NucleusTriageConfig,
+    detect_field,
+    field_config,
     simulate_samples,
 )
 
@@ -76,7 +76,7 @@ def _pipeline_check(cfg: NucleusTriageConfig, n_fields: int, alpha: float, size:
     """detect_image on OME-TIFFs (gate enabled) against the label masks."""
     from moe_imaging.simulate_microscopy import simulate_microscopy
     from pipelines import DetectionConfig, detect_image
-    from pipelines.io_tiff import write_ome_tiff
+    from pipelines.io import write_ome_tiff
 
     n = n_auto = k = n_review = n_spurious = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| ---: | --- | ---: | ---: | ---: | --- | ---: |")
     table = []
     for alpha in ALPHAS:
-        triage = fit_nucleus_triage(model, alpha=alpha, delta=0.05)  # what apply_nucleus_triage uses
+        triage = certified_thresholds(model, alpha=alpha, delta=0.05)  # what apply_triage uses
         auto, _ = triage.decide(conf, strata)
         rows = [_row("all", wrong, auto)]
         for s in sorted(set(strata.tolist())):
@@ -186,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(args.out_of_range_fields):
         sc = dataclasses.replace(field_config(cfg, 3, 20_000 + i), pixel_size_um=1.3)
         cand, expert, fwhm, sim = detect_field(sc)
-        out = apply_nucleus_triage(cand, diameter_px=expert.diameter_px, psf_fwhm=fwhm, alpha=0.05, weights=weights)
+        out = apply_triage(load_nucleus_triage(weights), cand,
+                           context=TriageContext(mode="microscopy", psf_fwhm=fwhm, diameter_px=expert.diameter_px),
+                           alpha=0.05)
         outcome = label_detections(cand, sim.labels, sim.truth)
         n_oor += len(out)
         n_oor_auto += int(np.sum(np.asarray(out["decision"]).astype(str) != "review"))

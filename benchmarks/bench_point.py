@@ -33,7 +33,12 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from catalogs.evaluate import astrometric_rms, completeness_by_snr, match_to_truth, purity
+from catalogs.evaluate import (
+    astrometric_rms,
+    completeness_by_snr,
+    match_to_truth,
+    purity,
+)
 from pipelines import DetectionConfig, detect_image
 from pipelines.runtime import tune_allocator
 
@@ -79,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     # thread pool then cannot compete with the timed runs in this process.
     t0 = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "simulate", "survey", "--size", str(args.size),
+        [sys.executable, "-m", "moe_cli", "simulate", "survey", "--size", str(args.size),
          "--seed", str(args.seed), "--fwhm", str(args.fwhm), "--psf-model", args.psf_model, "--out", str(out)],
         check=True, capture_output=True,
     )

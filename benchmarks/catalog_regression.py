@@ -12,9 +12,10 @@ survey expert with the gate on) and writes the catalogs into ``OUT``::
     python benchmarks/catalog_regression.py --compare /tmp/before /tmp/after
 
 ``--compare`` reads both sets of Parquet catalogs and reports every column
-whose values differ (NaN equals NaN; no tolerance: identical means identical).
-File-level provenance that is *meant* to change (creation time, the path of
-the package) is not compared.  It exits 0 when all catalogs are identical.
+whose values differ (NaN equals NaN; no tolerance: identical means identical),
+and every difference of file- or column-level metadata (provenance, flag
+descriptions, column descriptions and units); the provenance's creation time
+and runtime, which change from run to run by design, are not compared.  It exits 0 when all catalogs are identical.
 """
 
 from __future__ import annotations
@@ -106,6 +107,36 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.array_equal(a, b))
 
 
+_VOLATILE = {"created", "runtime_s"}
+"""Provenance entries that change from run to run by design."""
+
+
+def _metadata_changes(a, b) -> list[str]:
+    """File- and column-level metadata that differ (provenance's creation time and runtime aside)."""
+    import json
+
+    out = []
+    ma, mb = a.schema.metadata or {}, b.schema.metadata or {}
+    for key in sorted(set(ma) | set(mb)):
+        va, vb = ma.get(key), mb.get(key)
+        if va == vb:
+            continue
+        try:
+            ja, jb = json.loads(va), json.loads(vb)
+        except (TypeError, ValueError):
+            out.append(f"metadata {key.decode()} differs")
+            continue
+        if isinstance(ja, dict) and isinstance(jb, dict):
+            keys = sorted(k for k in set(ja) | set(jb) if k not in _VOLATILE and ja.get(k) != jb.get(k))
+            out += [f"metadata {key.decode()}[{k}] differs" for k in keys]
+        else:
+            out.append(f"metadata {key.decode()} differs")
+    for field in a.schema:
+        if field.name in b.schema.names and field.metadata != b.schema.field(field.name).metadata:
+            out.append(f"column {field.name}: description or unit differs")
+    return out
+
+
 def compare(before: Path, after: Path) -> int:
     """Print the differences between two runs; return the number of differing catalogs."""
     bad = 0
@@ -124,6 +155,7 @@ def compare(before: Path, after: Path) -> int:
                     vb = np.asarray(b.column(col).to_numpy(zero_copy_only=False))
                     if not _same(va, vb):
                         problems.append(f"column {col} differs")
+        problems += _metadata_changes(a, b)
         status = "identical" if not problems else "; ".join(problems)
         print(f"{name}: {a.num_rows} rows x {len(a.schema.names)} columns: {status}")
         bad += bool(problems)

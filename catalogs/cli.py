@@ -7,7 +7,7 @@
                                [--columns a,b,...] [--where "kind == 'galaxy' and snr > 20"]
                                [--run R] [--exposure E] [--system image|icrs] [--overwrite]
 
-``pipelines.cli`` imports this module and calls :func:`register`.
+``moe_cli`` imports this module and calls :func:`register`.
 """
 
 from __future__ import annotations

@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,14 @@ from astropy.table import Column, MaskedColumn, QTable, Table
 
 from contracts.errors import InputError
 
+from .fits import (
+    FITS_EXTNAME,
+    catalog_hdulist,
+    column_data,
+    restore_columns,
+    write_hdulist,
+)
+from .io import _write_file
 from .schema import SCHEMA_VERSION, CatalogSchemaError, column_descriptions, parse_unit
 
 __all__ = [
@@ -153,13 +160,7 @@ def to_qtable(data: Any) -> QTable:
 
 def _plain(col: Any) -> tuple[np.ndarray, np.ndarray | None, u.UnitBase | None]:
     """Values, mask (None without masked entries) and unit of a table column."""
-    unit = getattr(col, "unit", None)
-    if isinstance(col, u.Quantity):
-        return np.asarray(col.value), None, col.unit
-    if isinstance(col, MaskedColumn) or np.ma.isMaskedArray(col):
-        mask = np.ma.getmaskarray(col)
-        return np.asarray(np.ma.getdata(col)), (mask if mask.any() else None), unit
-    return np.asarray(col), None, unit
+    return (*column_data(col), getattr(col, "unit", None))
 
 
 def _unit_text(unit: u.UnitBase | None, fmt: str) -> str:
@@ -171,35 +172,35 @@ def _unit_text(unit: u.UnitBase | None, fmt: str) -> str:
         return unit.to_string()
 
 
-def _atomic(path: Path, overwrite: bool, write) -> Path:
+def _atomic(path: Path, overwrite: bool, write: Callable[[Path], object]) -> Path:
+    """Write ``path`` atomically (:func:`catalogs.io._write_file`) unless it exists and ``overwrite`` is off.
+
+    Raises
+    ------
+    InputError
+        ``path`` exists (``overwrite=False``) or is a folder, its folder
+        cannot be made, or the file cannot be written.
+    """
     if path.exists() and not overwrite:
         raise InputError(str(path), "already exists; pass overwrite=True to replace it")
     if path.is_dir():
         raise InputError(str(path), "is a folder; expected a file name")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(str(path), f"cannot create the folder: {exc.strerror or exc}") from None
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise InputError(str(path), f"cannot write: {exc.strerror or exc}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return _write_file(path, write)
 
 
-def _meta_cards(table: QTable) -> list[tuple[str, Any, str]]:
+def _meta(table: QTable) -> dict[str, Any]:
+    """The selection's metadata as written: ``schema_version``, ``flux_unit``, ``n_files``, ``provenance``.
+
+    ``schema_version`` is always there; the others are ``None`` when the
+    selection does not have them.
+    """
     meta = table.meta or {}
-    cards = [("MOESCHEM", str(meta.get("schema_version") or SCHEMA_VERSION), "moe-imaging catalog schema version")]
-    if meta.get("flux_unit"):
-        cards.append(("MOEFUNIT", str(meta["flux_unit"]), "unit of flux, flux_err, background, noise"))
-    if meta.get("n_files") is not None:
-        cards.append(("MOENFILE", int(meta["n_files"]), "catalog files (exposures) in this selection"))
-    return cards
+    return {
+        "schema_version": str(meta.get("schema_version") or SCHEMA_VERSION),
+        "flux_unit": str(meta["flux_unit"]) if meta.get("flux_unit") else None,
+        "n_files": int(meta["n_files"]) if meta.get("n_files") is not None else None,
+        "provenance": meta.get("provenance") or None,
+    }
 
 
 # --------------------------------------------------------------------------- FITS
@@ -243,31 +244,9 @@ def write_fits(data: Any, path: str | os.PathLike[str], *, overwrite: bool = Fal
         plain[name] = MaskedColumn(values, mask=mask) if mask is not None else Column(values)
         units.append(_unit_text(unit, "fits"))
         descriptions.append(str(getattr(table[name].info, "description", None) or ""))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
-        hdu = fits.table_to_hdu(plain)
-        header = hdu.header
-        for i, (unit, text) in enumerate(zip(units, descriptions), start=1):
-            after = f"TFORM{i}"
-            if unit:
-                header.set(f"TUNIT{i}", unit, after=after)
-                after = f"TUNIT{i}"
-            if text:
-                header.set(f"TCOMM{i}", text, after=after)
-        header["EXTNAME"] = ("CATALOG", "moe-imaging detection catalog selection")
-        for key, value, comment in _meta_cards(table):
-            header[key] = (value, comment)
-        prov = (table.meta or {}).get("provenance")
-        if prov:
-            header["MOEPROV"] = json.dumps(prov, sort_keys=True, ensure_ascii=True)
-        hdul = fits.HDUList([fits.PrimaryHDU(), hdu])
-
-        def _write(tmp: Path) -> None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", fits.verify.VerifyWarning)
-                hdul.writeto(tmp, checksum=True, output_verify="silentfix")
-
-        return _atomic(Path(path), overwrite, _write)
+    hdul = catalog_hdulist(plain, units, descriptions,
+                           extname_comment="moe-imaging detection catalog selection", **_meta(table))
+    return _atomic(Path(path), overwrite, lambda tmp: write_hdulist(hdul, tmp, output_verify="silentfix"))
 
 
 # --------------------------------------------------------------------------- VOTable
@@ -307,16 +286,21 @@ def write_votable(data: Any, path: str | os.PathLike[str], *, overwrite: bool = 
         unit = _plain(table[field.name])[2]
         if unit is not None and unit != u.dimensionless_unscaled:
             field.unit = _unit_text(unit, "vounit")
-    for key, value, _ in _meta_cards(table):
-        votable.resources[0].infos.append(Info(name=key.lower(), value=str(value)))
-    prov = (table.meta or {}).get("provenance")
-    if prov:
-        votable.resources[0].infos.append(Info(name="provenance", value=json.dumps(prov, sort_keys=True)))
+    meta = _meta(table)
+    for key, name in (("schema_version", "moeschem"), ("flux_unit", "moefunit"), ("n_files", "moenfile")):
+        if meta[key] is not None:
+            votable.resources[0].infos.append(Info(name=name, value=str(meta[key])))
+    if meta["provenance"] is not None:
+        votable.resources[0].infos.append(
+            Info(name="provenance", value=json.dumps(meta["provenance"], sort_keys=True))
+        )
 
     def _write(tmp: Path) -> None:
-        with warnings.catch_warnings():
+        # A text stream, as astropy opens for a name: the name's suffixes
+        # (".gz") never switch on compression.
+        with warnings.catch_warnings(), open(tmp, "w", encoding="utf8") as stream:
             warnings.simplefilter("ignore", u.UnitsWarning)
-            votable.to_xml(str(tmp), tabledata_format="binary2")
+            votable.to_xml(stream, tabledata_format="binary2")
 
     return _atomic(Path(path), overwrite, _write)
 
@@ -376,14 +360,10 @@ def read_export(path: str | os.PathLike[str]) -> QTable:
 
 def _read_fits(path: Path) -> tuple[Table, dict[str, Any]]:
     with fits.open(path, memmap=False) as hdul:
-        hdu = hdul["CATALOG"] if "CATALOG" in hdul else hdul[1]
+        hdu = hdul[FITS_EXTNAME] if FITS_EXTNAME in hdul else hdul[1]
         header = hdu.header.copy()
         raw = Table.read(hdu, mask_invalid=False, character_as_bytes=False, unit_parse_strict="silent")
-    for i, name in enumerate(raw.colnames, start=1):
-        unit = header.get(f"TUNIT{i}")
-        raw[name].unit = parse_unit(unit, fmt="fits") if unit else None
-        if header.get(f"TCOMM{i}"):
-            raw[name].description = str(header[f"TCOMM{i}"])
+    restore_columns(raw, header)
     meta: dict[str, Any] = {}
     if "MOESCHEM" in header:
         meta["schema_version"] = str(header["MOESCHEM"])

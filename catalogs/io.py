@@ -18,17 +18,18 @@ extension                 format
 Every file carries the catalog's :class:`~catalogs.provenance.Provenance`, the
 schema version and the descriptions of the ``flags`` bits, so it explains
 itself.  Only these metadata are stored; other ``table.meta`` entries are not.
-Files are written to a temporary file in the target folder and renamed into
-place, so a reader never sees a half-written catalog.
+Files are written atomically (:func:`contracts.files.atomic_write`), so a
+reader never sees a half-written catalog.  The FITS layout is built by
+:mod:`catalogs.fits`, shared with :func:`catalogs.export.write_fits`.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import sys
-import uuid
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -42,8 +43,16 @@ from astropy.io import fits
 from astropy.table import Column, MaskedColumn, Table
 
 from contracts.errors import InputError
+from contracts.files import atomic_write
 from contracts.flags import SourceFlag, describe
 
+from .fits import (
+    FITS_EXTNAME,
+    catalog_hdulist,
+    column_data,
+    restore_columns,
+    write_hdulist,
+)
 from .provenance import Provenance
 from .schema import (
     COLUMNS,
@@ -80,9 +89,8 @@ CATALOG_FORMATS: dict[str, str] = {
 
 _PQ_PROVENANCE = b"moe_imaging.provenance"
 _PQ_VERSION = b"moe_imaging.schema_version"
-_PQ_FLAGS = b"contracts.flags"
+_PQ_FLAGS = b"moe_imaging.flags"
 _PQ_FLUX_UNIT = b"moe_imaging.flux_unit"
-_FITS_EXTNAME = "CATALOG"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -128,16 +136,6 @@ def _unit_text(unit: Any, *, fits_format: bool = False) -> str:
         except (ValueError, u.UnitsError):
             pass
     return parsed.to_string()
-
-
-def _plain(col: Any) -> tuple[np.ndarray, np.ndarray | None]:
-    """Return a column's data and its mask (None when nothing is masked)."""
-    if isinstance(col, u.Quantity):
-        return np.asarray(col.value), None
-    if np.ma.isMaskedArray(col) or isinstance(col, MaskedColumn):
-        mask = np.ma.getmaskarray(col)
-        return np.asarray(np.ma.getdata(col)), (mask if mask.any() else None)
-    return np.asarray(col), None
 
 
 def _provenance_dict(
@@ -222,22 +220,44 @@ def write_catalog(
     checked = validate(table, source=str(path), flux_unit=flux_unit)
     writer: Callable[[Table, Path, dict[str, Any], str], None] = {
         "parquet": _write_parquet,
-        "fits": _write_fits,
+        "fits": functools.partial(_write_fits, compress=ext.endswith(".gz")),
         "ecsv": _write_ecsv,
     }[fmt]
+    return _write_file(
+        path, lambda tmp: writer(checked, tmp, prov, flux_unit), failure="cannot write the catalog"
+    )
+
+
+def _write_file(path: Path, write: Callable[[Path], object], *, failure: str = "cannot write") -> Path:
+    """Write ``path`` atomically (:func:`contracts.files.atomic_write`), making its folder.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The file.
+    write : callable
+        Writes the whole content to the (temporary) path it is given.
+    failure : str
+        What the message of a write failure starts with.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    InputError
+        The folder cannot be made, or the file cannot be written.
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(str(path), f"cannot create the folder: {exc.strerror or exc}") from None
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp{ext}"
     try:
-        writer(checked, tmp, prov, flux_unit)
-        os.replace(tmp, path)
+        atomic_write(path, write)
     except OSError as exc:
-        raise InputError(str(path), f"cannot write the catalog: {exc.strerror or exc}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        raise InputError(str(path), f"{failure}: {exc.strerror or exc}") from None
     return path
 
 
@@ -246,7 +266,7 @@ def _write_parquet(table: Table, path: Path, prov: dict[str, Any], flux_unit: st
     fields: list[pa.Field] = []
     for name in table.colnames:
         col = table[name]
-        data, mask = _plain(col)
+        data, mask = column_data(col)
         meta: dict[bytes, bytes] = {}
         unit = _unit_text(getattr(col, "unit", None))
         if unit:
@@ -280,7 +300,8 @@ def _arrow_values(data: np.ndarray) -> np.ndarray:
     return data
 
 
-def _write_fits(table: Table, path: Path, prov: dict[str, Any], flux_unit: str) -> None:
+def _write_fits(table: Table, path: Path, prov: dict[str, Any], flux_unit: str, *,
+                compress: bool = False) -> None:
     plain = Table(meta={})
     units: list[str] = []
     descriptions: list[str] = []
@@ -288,33 +309,15 @@ def _write_fits(table: Table, path: Path, prov: dict[str, Any], flux_unit: str) 
         col = table[name]
         units.append(_unit_text(getattr(col, "unit", None), fits_format=True))
         descriptions.append(str(getattr(col, "description", None) or ""))
-        data, mask = _plain(col)
+        data, mask = column_data(col)
         if data.dtype.kind == "U" and data.dtype.itemsize == 0:
             data = data.astype("U1")
         plain[name] = MaskedColumn(data, mask=mask) if mask is not None else Column(data)
-    hdu = fits.table_to_hdu(plain)
-    header = hdu.header
-    for i, (unit, text) in enumerate(zip(units, descriptions), start=1):
-        after = f"TFORM{i}"
-        if unit:
-            header.set(f"TUNIT{i}", unit, after=after)
-            after = f"TUNIT{i}"
-        elif f"TUNIT{i}" in header:
-            del header[f"TUNIT{i}"]
-        if text:
-            header.set(f"TCOMM{i}", text, after=after)
-    header["EXTNAME"] = (_FITS_EXTNAME, "moe-imaging detection catalog")
-    header["MOESCHEM"] = (SCHEMA_VERSION, "moe-imaging catalog schema version")
-    header["MOEFUNIT"] = (flux_unit, "unit of flux, flux_err, background, noise")
-    header["MOEPROV"] = json.dumps(prov, sort_keys=True, ensure_ascii=True)
-    header["MOEFLAGS"] = json.dumps(flag_descriptions(), ensure_ascii=True)
-    for name, info in flag_descriptions().items():
-        header.add_comment(f"flags bit {info['bit']} {name}: {info['description']}")
-    primary = fits.PrimaryHDU()
-    primary.header["MOESCHEM"] = (SCHEMA_VERSION, "moe-imaging catalog schema version")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
-        fits.HDUList([primary, hdu]).writeto(path, overwrite=True, checksum=True)
+    hdul = catalog_hdulist(
+        plain, units, descriptions, schema_version=SCHEMA_VERSION, flux_unit=flux_unit,
+        provenance=prov, flags=flag_descriptions(), schema_in_primary=True,
+    )
+    write_hdulist(hdul, path, compress=compress)
 
 
 def _write_ecsv(table: Table, path: Path, prov: dict[str, Any], flux_unit: str) -> None:
@@ -466,12 +469,7 @@ def _read_fits(path: Path) -> tuple[Table, dict[str, Any]]:
             header = hdu.header.copy()
             raw = Table.read(hdu, mask_invalid=False, character_as_bytes=False,
                              unit_parse_strict="silent")
-    for i, name in enumerate(raw.colnames, start=1):
-        unit = header.get(f"TUNIT{i}")
-        raw[name].unit = parse_unit(unit, fmt="fits") if unit else None
-        text = header.get(f"TCOMM{i}")
-        if text:
-            raw[name].description = str(text)
+    restore_columns(raw, header)
     prov = header.get("MOEPROV")
     flags = header.get("MOEFLAGS")
     info = {
@@ -487,7 +485,7 @@ def _fits_table_index(hdul: fits.HDUList) -> int | None:
     first = None
     for i, hdu in enumerate(hdul):
         if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)):
-            if hdu.name == _FITS_EXTNAME:
+            if hdu.name == FITS_EXTNAME:
                 return i
             first = i if first is None else first
     return first

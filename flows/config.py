@@ -61,6 +61,7 @@ from typing import Any, Self
 
 from contracts.config import Config, check_choice, check_int, check_range
 from contracts.errors import ConfigError
+from contracts.vocabulary import SURVEY_EXPERTS
 from pipelines.config import DetectionConfig
 
 __all__ = [
@@ -79,7 +80,7 @@ __all__ = [
 ]
 
 FLOW_DETECTION_DEFAULTS: dict[str, Any] = {
-    "experts": ["point", "extended", "artifact", "streak", "learned"],
+    "experts": list(SURVEY_EXPERTS),
     "gate": {"enabled": True},
 }
 """What the flows run when ``[detection]`` says nothing: every survey expert (the

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from contracts.errors import MoeImagingError
+from contracts.errors import SourcedError
 
 __all__ = ["FlowError"]
 
 
-class FlowError(MoeImagingError):
+class FlowError(SourcedError):
     """A batch run cannot start or finish: no inputs, an unreachable Dask scheduler, ...
 
     Parameters
@@ -17,8 +17,3 @@ class FlowError(MoeImagingError):
     cause : str
         What is wrong, in words, on one line.
     """
-
-    def __init__(self, source: str, cause: str) -> None:
-        self.source = str(source)
-        self.cause = " ".join(str(cause).split())
-        super().__init__(f"{self.source}: {self.cause}")

@@ -3,7 +3,7 @@
 The same engine as the survey flow (:mod:`flows.batch`), in microscopy mode:
 the nucleus expert with the PSF and nucleus scale from the optics (OME
 metadata, else ``[detection.microscopy]``).  With ``[detection.gate]`` on (the
-flow default) the nucleus triage (:mod:`moe_imaging.nucleus_triage`) gives every
+flow default) the nucleus triage (:mod:`moe_imaging.triage.microscopy`) gives every
 nucleus ``p_nucleus`` and a certified decision, and the rows it routes to review
 go to the review queue (microscopy cutouts, percentile stretch).  Plates: a CSV manifest with
 ``path``, ``plate`` and ``well`` columns, or a glob over one folder per plate
@@ -20,16 +20,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
-from prefect.states import Failed, State
+from prefect import flow
+from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from contracts.errors import MoeImagingError
+from contracts.files import atomic_write_text
 
 from .config import RunConfig
 from .report import RunSummary, artifact_key, summary_path
 from .survey import call_flow
-from .tasks import flow_body
+from .tasks import guarded_flow_body
 
 __all__ = ["microscopy_batch_flow", "run_microscopy", "nucleus_counts", "write_counts"]
 
@@ -58,15 +58,11 @@ def nucleus_counts(summary: RunSummary) -> list[dict[str, Any]]:
 def write_counts(summary: RunSummary, folder: str | os.PathLike) -> Path:
     """Write the per-image counts CSV (atomically) into ``<folder>/_runs/``; return its path."""
     path = summary_path(summary, folder, "_counts.csv")
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=_COUNT_FIELDS)
     writer.writeheader()
     writer.writerows(nucleus_counts(summary))
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buffer.getvalue(), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, buffer.getvalue())
 
 
 @flow(name="microscopy-batch", task_runner=ThreadPoolTaskRunner(max_workers=2), persist_result=False,
@@ -81,11 +77,9 @@ def microscopy_batch_flow(config: dict[str, Any] | None = None, progress: bool =
     progress : bool
         A progress bar on the terminal.
     """
-    try:
-        summary = flow_body(config, flow_name="microscopy-batch", mode="microscopy", progress=progress)
-    except MoeImagingError as exc:
-        get_run_logger().error("%s", exc)
-        return Failed(message=str(exc), data=exc)
+    summary = guarded_flow_body(config, flow_name="microscopy-batch", mode="microscopy", progress=progress)
+    if not isinstance(summary, RunSummary):  # the run could not start: its Failed state
+        return summary
     write_counts(summary, summary.output_folder)
     from prefect.artifacts import create_table_artifact
 

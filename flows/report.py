@@ -16,6 +16,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from contracts.files import atomic_write_text
+
 __all__ = [
     "ExposureOutcome",
     "RunSummary",
@@ -292,12 +294,9 @@ def summary_path(summary: RunSummary, folder: str | os.PathLike, suffix: str = "
 def write_summary(summary: RunSummary, folder: str | os.PathLike) -> Path:
     """Write ``<folder>/_runs/<time>_<flow-run-name>.md`` and ``.json`` (atomically); return the Markdown path."""
     md = summary_path(summary, folder)
-    md.parent.mkdir(parents=True, exist_ok=True)
     for path, text in ((md, render_markdown(summary)),
                        (md.with_suffix(".json"), json.dumps(summary.to_dict(), indent=1, sort_keys=True))):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, text + "\n")
     return md
 
 

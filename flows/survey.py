@@ -18,15 +18,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger
-from prefect.states import Failed, State
+from prefect import flow
+from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from contracts.errors import MoeImagingError
 
 from .config import RunConfig
 from .report import RunSummary
-from .tasks import flow_body
+from .tasks import guarded_flow_body
 
 __all__ = ["survey_batch_flow", "run_survey", "call_flow"]
 
@@ -49,11 +49,7 @@ def survey_batch_flow(config: dict[str, Any] | None = None, progress: bool = Fal
         Or a ``Failed`` state with the reason when the run cannot start
         (no inputs given, scheduler or queue unreachable, invalid configuration).
     """
-    try:
-        return flow_body(config, flow_name="survey-batch", mode=None, progress=progress)
-    except MoeImagingError as exc:  # an expected fault: one line in the logs, no traceback
-        get_run_logger().error("%s", exc)
-        return Failed(message=str(exc), data=exc)
+    return guarded_flow_body(config, flow_name="survey-batch", mode=None, progress=progress)
 
 
 def call_flow(flow_obj: Any, config: RunConfig, *, progress: bool = False) -> RunSummary:

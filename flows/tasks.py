@@ -24,7 +24,7 @@ from .batch import PlannedInput, is_permanent, process_exposure, run_batch
 from .config import RunConfig
 from .report import ExposureOutcome, RunSummary
 
-__all__ = ["exposure_task", "flow_body"]
+__all__ = ["exposure_task", "flow_body", "guarded_flow_body"]
 
 
 def _is_transient(task_: Any, task_run: Any, state: State) -> bool:
@@ -77,3 +77,21 @@ def flow_body(config: dict[str, Any] | None, *, flow_name: str, mode: str | None
 
     return run_batch(run_config, flow_name=flow_name, mode=mode if mode is not None else run_config.inputs.mode,
                      submit=submit, progress=progress, logger=get_run_logger())
+
+
+def guarded_flow_body(config: dict[str, Any] | None, *, flow_name: str, mode: str | None,
+                      progress: bool) -> RunSummary | State:
+    """:func:`flow_body`, with an expected fault turned into one log line and a ``Failed`` state.
+
+    Returns
+    -------
+    RunSummary or prefect.states.State
+        The summary, or a ``Failed`` state with the reason when the run cannot
+        start (no inputs given, scheduler or queue unreachable, invalid
+        configuration); no traceback.
+    """
+    try:
+        return flow_body(config, flow_name=flow_name, mode=mode, progress=progress)
+    except MoeImagingError as exc:  # an expected fault: one line in the logs, no traceback
+        get_run_logger().error("%s", exc)
+        return Failed(message=str(exc), data=exc)

@@ -15,6 +15,7 @@ import dataclasses
 import numpy as np
 
 from contracts.flags import MaskBit
+
 from .psf import PSF
 
 __all__ = ["Tile"]

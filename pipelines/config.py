@@ -23,9 +23,10 @@ import dataclasses
 import os
 import tomllib
 
-from moe_imaging.background import BackgroundConfig
 from contracts.config import Config, check_choice, check_int, check_range
 from contracts.errors import ConfigError
+from contracts.vocabulary import SURVEY_EXPERTS
+from moe_imaging.background import BackgroundConfig
 from moe_imaging.experts.artifact import ArtifactExpertConfig
 from moe_imaging.experts.extended import ExtendedExpertConfig
 from moe_imaging.experts.learned import LearnedExpertConfig
@@ -149,7 +150,7 @@ class MicroscopyConfig(Config):
 
 @dataclasses.dataclass(frozen=True)
 class GateConfig(Config):
-    """The gate and its certified triage (:mod:`moe_imaging.gate`, :mod:`moe_imaging.calibrate`).
+    """The gate and its certified triage (:mod:`moe_imaging.triage`).
 
     Attributes
     ----------
@@ -157,7 +158,7 @@ class GateConfig(Config):
         Run the gate after fusion: every survey expert scores every
         detection, the gate gives calibrated class probabilities, and the
         triage decides automatically or routes to review.  In microscopy
-        mode the nucleus triage (:mod:`moe_imaging.nucleus_triage`, the
+        mode the nucleus triage (:mod:`moe_imaging.triage.microscopy`, the
         shipped ``nucleus_triage_v1.pt``) does the same for the nucleus
         expert's detections, with the same ``alpha``, ``delta`` and
         ``min_count``.
@@ -218,7 +219,7 @@ class DetectionConfig(Config):
     microscopy: MicroscopyConfig = MicroscopyConfig()
 
     def __post_init__(self) -> None:
-        known = ("point", "extended", "artifact", "streak", "learned")
+        known = SURVEY_EXPERTS
         names = tuple(self.experts)
         if not names or any(n not in known for n in names) or len(set(names)) != len(names):
             raise ConfigError(f"experts: survey experts are chosen from {list(known)}, got {list(names)}")

@@ -1,6 +1,8 @@
 """The single-image pipeline: ``detect_image(path) -> catalog``.
 
-This is what the command line and the flows call.  Steps:
+This is what the command line and the flows call.  The same steps for every
+image; what a survey exposure and a microscopy image do differently is one
+strategy object each (:mod:`pipelines.modality`).  Survey steps:
 
 1. open the exposure lazily (:func:`pipelines.io.open_exposure`);
 2. global background model, block by block on Dask;
@@ -24,21 +26,25 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
-from catalogs import COLUMNS, add_sky_coordinates, empty_catalog, make_provenance, validate
+from catalogs import (
+    COLUMNS,
+    add_sky_coordinates,
+    empty_catalog,
+    make_provenance,
+    validate,
+)
 from catalogs.provenance import Provenance
+from contracts.errors import InputError
+from contracts.vocabulary import MODES
 from moe_imaging.background import BackgroundModel
-from contracts.errors import InputError, PSFError
-from moe_imaging.experts import make_expert
 from moe_imaging.fusion import fuse
-from moe_imaging.experts.nucleus import NucleusExpertConfig, microscopy_background_passes
-from moe_imaging.experts.streak import streak_prior_from_header
-from moe_imaging.psf import PSF, airy_psf, estimate_psf, moffat_psf, psf_from_image
+from moe_imaging.psf import PSF
 
-from .config import DetectionConfig, MicroscopyConfig
-from .execute import LocalPSF, SourceMasking, compute_background, run_tiles, score_tiles
-from .io import Exposure, open_exposure, read_psf_image
-from .io_tiff import TIFF_SUFFIXES, Optics, TiffExposure, open_tiff
-from .tiling import halo_for, make_tiles
+from .config import DetectionConfig
+from .execute import run_tiles
+from .io import TIFF_SUFFIXES, Exposure
+from .modality import MODALITIES, choose_psf, microscopy_setup
+from .tiling import make_tiles
 
 __all__ = ["DetectionResult", "detect_image", "choose_psf", "image_mode", "microscopy_setup"]
 
@@ -73,7 +79,7 @@ class DetectionResult:
 def image_mode(path: str | os.PathLike, mode: str | None = None) -> str:
     """``"survey"`` for FITS, ``"microscopy"`` for TIFF/OME-TIFF (``mode`` overrides)."""
     if mode is not None:
-        if mode not in ("survey", "microscopy"):
+        if mode not in MODES:
             raise InputError(str(path), f"unknown mode {mode!r}; use 'survey' or 'microscopy'")
         return mode
     name = Path(path).name.lower()
@@ -82,84 +88,6 @@ def image_mode(path: str | os.PathLike, mode: str | None = None) -> str:
     if name.endswith(_FITS_SUFFIXES):
         return "survey"
     raise InputError(str(path), "cannot tell the image type from its name; use .fits or .tif, or give --mode")
-
-
-def microscopy_setup(exposure: TiffExposure, config: MicroscopyConfig) -> tuple[PSF, NucleusExpertConfig, Optics]:
-    """PSF and nucleus scale from the optics: metadata first, configuration second.
-
-    Raises
-    ------
-    InputError
-        When neither the file nor the configuration gives the pixel size.
-    """
-    meta = exposure.optics
-    pixel = config.pixel_size_um or meta.pixel_size_um
-    if pixel is None:
-        raise InputError(
-            str(exposure.path),
-            "no pixel size in the image metadata (OME PhysicalSizeX); give it with --pixel-size MICRONS",
-        )
-    na = meta.numerical_aperture or config.numerical_aperture
-    wavelength = meta.wavelength_nm or config.wavelength_nm
-    optics = Optics(pixel_size_um=pixel, numerical_aperture=na, wavelength_nm=wavelength)
-    psf = airy_psf(
-        numerical_aperture=na, wavelength_nm=wavelength, pixel_size_um=pixel,
-        source=f"optics:NA={na:g},lambda={wavelength:g}nm,pixel={pixel:g}um",
-    )
-    nucleus = NucleusExpertConfig.from_optics(
-        diameter_um=tuple(config.nucleus_diameter_um), pixel_size_um=pixel, threshold=config.threshold
-    )
-    return psf, nucleus, optics
-
-
-def choose_psf(
-    exposure: Exposure,
-    background: BackgroundModel,
-    config: DetectionConfig,
-    *,
-    psf_file: str | os.PathLike | None = None,
-) -> PSF:
-    """Pick the PSF prior (see module docs for the order) for an exposure.
-
-    Raises
-    ------
-    InputError
-        When no PSF can be found or estimated; the message names the options
-        that supply one.
-    """
-    meta = exposure.meta
-    if psf_file is not None:
-        image, oversampling = read_psf_image(psf_file, image_pixscale=meta.pixscale)
-        try:
-            return psf_from_image(image, oversampling=oversampling, source=f"image:{Path(psf_file).name}")
-        except PSFError as exc:
-            raise InputError(str(psf_file), str(exc)) from None
-    beta = config.psf.beta
-    header = exposure.header
-    if str(header.get("PSFMODEL", "")).strip().lower() == "moffat":
-        hb = header.get("BETA", header.get("PSFBETA"))
-        if isinstance(hb, (int, float)) and hb > 1:
-            beta = float(hb)
-    if config.psf.fwhm is not None:
-        return moffat_psf(config.psf.fwhm, beta=beta, source="config")
-    if meta.fwhm_px is not None and meta.fwhm_px > 0:
-        return moffat_psf(meta.fwhm_px, beta=beta, source=meta.fwhm_source or "header")
-    # Estimate from stars in the central region.
-    ny, nx = exposure.shape
-    side = config.psf.estimate_max_size
-    y0, x0 = max(0, (ny - side) // 2), max(0, (nx - side) // 2)
-    y1, x1 = min(ny, y0 + side), min(nx, x0 + side)
-    section = exposure.read(y0, y1, x0, x1)
-    level, rms = background.evaluate(y0, y1, x0, x1)
-    image = np.asarray(section.data, dtype=np.float64) - level
-    try:
-        return estimate_psf(image, rms, mask=section.mask, min_snr=config.psf.estimate_min_snr)
-    except PSFError as exc:
-        raise InputError(
-            str(exposure.path),
-            f"no PSF keywords (FWHM or SEEING+PIXSCALE) and {exc}; "
-            "give the PSF with --psf-fwhm PIXELS or --psf FILE",
-        ) from None
 
 
 def detect_image(
@@ -214,46 +142,22 @@ def detect_image(
         For unusable input (missing, corrupt, not 2-D, all NaN, no PSF).
     """
     t0 = time.perf_counter()
-    mode = image_mode(path, mode)
+    modality = MODALITIES[image_mode(path, mode)]
     tiling = config.tiling
     size = tiling.tile_size if tile_size == -1 else tile_size
     sched = dict(scheduler=tiling.scheduler, workers=tiling.workers, client=client)
-    if mode == "microscopy":
-        exposure = open_tiff(path)
-        psf, nucleus_config, optics = microscopy_setup(exposure, config.microscopy)
-        experts = [make_expert("nucleus", nucleus_config)]
-        background = _microscopy_background(exposure, config, nucleus_config, psf, size, sched)
-        threshold = nucleus_config.threshold
-    else:
-        exposure = open_exposure(path, hdu=hdu)
-        optics = None
-        background = _background(exposure, config.background, size, sched)
-        psf = choose_psf(exposure, background, config, psf_file=psf_file)
-        experts = [make_expert(name, _expert_config(name, config, exposure)) for name in config.experts]
-        threshold = config.point.detection_threshold(psf)
-    local = None
-    halo = halo_for(psf, experts)
-    scorers = []
-    if mode == "survey" and config.gate.enabled:  # the scoring pass runs every survey expert
-        from moe_imaging.gate import EVIDENCE
-
-        scorers = [make_expert(n, _expert_config(n, config, exposure)) for n in EVIDENCE]
-        halo = max(halo, halo_for(psf, scorers))
-    if mode == "survey" and config.psf.vary:
-        # each tile may get its own PSF, up to vary_max_ratio times wider: size the halo for that
-        local = LocalPSF(config.psf.estimate_min_snr, config.psf.vary_min_stars, config.psf.vary_max_ratio)
-        widest = moffat_psf(psf.fwhm * config.psf.vary_max_ratio, beta=psf.beta or config.psf.beta)
-        halo = max(halo, halo_for(widest, experts))
-    tiles = make_tiles(exposure.shape, size, halo)
-    per_expert = run_tiles(exposure, tiles, psf, background, experts, progress=progress, local=local, **sched)
+    exposure = modality.open(path, hdu=hdu)
+    setup = modality.prepare(exposure, config, psf_file=psf_file, size=size, sched=sched)
+    psf, background = setup.psf, setup.background
+    tiles = make_tiles(exposure.shape, size, setup.halo)
+    per_expert = run_tiles(exposure, tiles, psf, background, setup.experts, progress=progress, local=setup.local,
+                           **sched)
     if len(per_expert) == 1:
         table = next(iter(per_expert.values()))
     else:
         table = fuse(per_expert, radius=max(1.5, psf.fwhm))
-    if mode == "survey" and config.gate.enabled:
-        table = _gate(table, exposure, tiles, psf, background, scorers, config, threshold, progress, sched)
-    elif mode == "microscopy" and config.gate.enabled:
-        table = _nucleus_triage(table, psf, nucleus_config, config)
+    if config.gate.enabled:
+        table = modality.triage(table, setup, exposure, tiles, config, progress=progress, sched=sched)
     catalog = _to_catalog(table, exposure)
     provenance = make_provenance(
         input_path=exposure.path,
@@ -263,7 +167,7 @@ def detect_image(
         image_shape=exposure.shape,
         tile_size=size,
         n_tiles=len(tiles),
-        threshold=threshold,
+        threshold=setup.threshold,
         runtime_s=time.perf_counter() - t0,
         checksum=checksum,
     )
@@ -271,100 +175,15 @@ def detect_image(
         provenance,
         config_hash=config.science_hash(),
         extra={
-            "mode": mode,
-            "halo_px": halo,
+            "mode": modality.name,
+            "halo_px": setup.halo,
             "background_mesh": config.background.mesh_size,
             "hdu": str(exposure.hdu),
-            **({"optics": dataclasses.asdict(optics)} if optics is not None else {}),
+            **setup.extra,
         },
     )
     catalog.meta["provenance"] = provenance.to_dict()
     return DetectionResult(catalog=catalog, provenance=provenance, psf=psf, background=background, exposure=exposure)
-
-
-def _gate(table, exposure, tiles, psf, background, scorers, config, threshold, progress, sched) -> Table:
-    """Score every row by every survey expert, then the gate's calibrated decision (see GateConfig)."""
-    from moe_imaging.gate import apply_gate
-
-    evidence = score_tiles(exposure, tiles, psf, background, scorers, table, progress=progress, **sched)
-    gate = config.gate
-    try:
-        out = apply_gate(table, evidence, psf_fwhm=psf.fwhm, threshold=threshold, alpha=gate.alpha,
-                         delta=gate.delta, min_count=gate.min_count, weights=gate.weights,
-                         image_shape=exposure.shape)
-    except FileNotFoundError as exc:
-        raise InputError(str(gate.weights or "gate"), str(exc)) from None
-    for col in evidence.colnames:  # every expert's evidence stays with the row
-        out[f"ev_{col}"] = evidence[col]
-    return out
-
-
-def _nucleus_triage(table: Table, psf: PSF, nucleus_config: NucleusExpertConfig, config: DetectionConfig) -> Table:
-    """The microscopy counterpart of the gate: calibrated ``p_nucleus`` and the certified triage.
-
-    Same ``gate.alpha``, ``gate.delta`` and ``gate.min_count`` as survey mode; the
-    model is the shipped nucleus triage (:mod:`moe_imaging.nucleus_triage`).  An
-    image whose nucleus size or PSF (pixels) the calibration did not cover goes to
-    review entirely.
-    """
-    from moe_imaging.nucleus_triage import apply_nucleus_triage, open_nucleus_triage
-
-    gate = config.gate
-    open_nucleus_triage(gate.nucleus_weights)  # a bad [gate] nucleus_weights file: one line naming it
-    return apply_nucleus_triage(table, diameter_px=nucleus_config.diameter_px, psf_fwhm=psf.fwhm,
-                                alpha=gate.alpha, delta=gate.delta, min_count=gate.min_count,
-                                weights=gate.nucleus_weights)
-
-
-def _expert_config(name: str, config: DetectionConfig, exposure: Exposure):
-    """An expert's configuration, with what the header tells it.
-
-    The streak expert takes the trail length the header predicts (rate times
-    exposure time, :func:`~moe_imaging.experts.streak.streak_prior_from_header`)
-    when the configuration does not set one.
-    """
-    expert_config = getattr(config, name)
-    if name == "streak" and expert_config.expected_length is None:
-        length = streak_prior_from_header(exposure.header, exposure.meta.pixscale)
-        if length is not None:
-            expert_config = expert_config.replace(expected_length=length)
-    return expert_config
-
-
-def _background(exposure, config, size, sched, masking: SourceMasking | None = None) -> BackgroundModel:
-    """The global background model; an image with no usable mesh is an input error."""
-    try:
-        return compute_background(
-            exposure, config, block_size=size or max(exposure.shape), masking=masking, **sched
-        )
-    except ValueError as exc:  # no usable mesh
-        raise InputError(str(exposure.path), f"cannot estimate the background: {exc}") from None
-
-
-def _microscopy_background(
-    exposure: TiffExposure,
-    config: DetectionConfig,
-    nucleus_config: NucleusExpertConfig,
-    psf: PSF,
-    size: int | None,
-    sched: dict,
-) -> BackgroundModel:
-    """Two passes: coarse meshes several nuclei wide, then ordinary meshes with nuclei masked.
-
-    Nuclei fill much of every ordinary mesh and would bias it; the coarse
-    first model finds them, the second pass excludes them and follows the
-    vignetting with ordinary meshes (the passes:
-    :func:`moe_imaging.experts.nucleus.microscopy_background_passes`; the same
-    model as :func:`~moe_imaging.experts.nucleus.microscopy_background` on the
-    whole image).  When no ordinary mesh is left the coarse model is kept.
-    """
-    passes = microscopy_background_passes(nucleus_config, psf, config.background)
-    first = _background(exposure, passes.coarse, size, sched)
-    masking = SourceMasking(prior=first, smoothing=passes.smoothing, threshold=passes.threshold, grow=passes.grow)
-    try:
-        return _background(exposure, passes.fine, size, sched, masking=masking)
-    except InputError:  # nuclei cover every mesh once masked: keep the coarse model (as microscopy_background)
-        return first
 
 
 def _source_ids(table: Table, ny: int, nx: int) -> np.ndarray:

@@ -22,10 +22,11 @@ import math
 from collections.abc import Sequence
 
 import dask
-from threadpoolctl import threadpool_limits
 import numpy as np
 from astropy.table import Table, vstack
+from threadpoolctl import threadpool_limits
 
+from contracts.flags import MaskBit
 from moe_imaging.background import (
     BackgroundConfig,
     BackgroundModel,
@@ -34,7 +35,6 @@ from moe_imaging.background import (
     mesh_statistics,
     source_mask,
 )
-from contracts.flags import MaskBit
 from moe_imaging.psf import PSF, local_psf
 from moe_imaging.tile import Tile
 
@@ -231,7 +231,7 @@ def score_tile(
     table: Table,
 ) -> tuple[np.ndarray, Table]:
     """One Dask task of the scoring pass: every expert's evidence for the rows this tile owns."""
-    from moe_imaging.gate import score_candidates
+    from moe_imaging.triage.survey_features import score_candidates
 
     cy0, cy1, cx0, cx1 = spec.core
     py, px = np.asarray(table["y_peak"]), np.asarray(table["x_peak"])
@@ -255,12 +255,12 @@ def score_tiles(
     progress: bool = False,
     client=None,
 ) -> Table:
-    """Every expert's evidence (:func:`moe_imaging.gate.score_candidates`) for every row of ``table``.
+    """Every expert's evidence (:func:`moe_imaging.triage.survey_features.score_candidates`) for every row of ``table``.
 
     A second pass over the tiles, one Dask task each; a row is scored by the
     tile owning its peak, so the evidence does not depend on the tiling.
     """
-    from moe_imaging.gate import EVIDENCE
+    from moe_imaging.triage.survey_features import EVIDENCE
 
     small = table[["x", "y", "x_peak", "y_peak"]]
     tasks = [dask.delayed(score_tile, pure=True)(exposure, spec, psf, background, experts, small) for spec in tiles]

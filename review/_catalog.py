@@ -1,4 +1,4 @@
-"""Reading detection catalogs for the review queue (numpy; imported only by enqueue)."""
+"""Reading detection catalogs for the review queue (numpy only; used by :mod:`review.store.ingest`)."""
 
 from __future__ import annotations
 

@@ -26,8 +26,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from contracts.vocabulary import MODES
+
 from .config import ReviewConfig, load_review_config
 from .errors import ReviewError
+from .models import ITEM_STATUSES
 
 __all__ = ["DB_ENV", "register"]
 
@@ -47,7 +50,7 @@ def register(subparsers: Any) -> None:
     sub = rv.add_subparsers(dest="review_command", required=True)
 
     ls = sub.add_parser("list", parents=[common], help="list queued items (highest priority first)")
-    ls.add_argument("--status", choices=("pending", "decided", "disputed"), default=None)
+    ls.add_argument("--status", choices=ITEM_STATUSES, default=None)
     ls.add_argument("--exposure", default=None, help="only this exposure")
     ls.add_argument("--kind", default=None, help="only this gate kind")
     ls.add_argument("--reason", default=None, help="only items whose review reason contains this text")
@@ -82,7 +85,7 @@ def register(subparsers: Any) -> None:
     en.add_argument("--catalog-id", default=None, help="the catalog's unique id (default: the catalog file name)")
     en.add_argument("--image", default=None, help="the image (FITS) to cut stamps from")
     en.add_argument("--hdu", default=None, help="image HDU index or name (default: the first 2-D image)")
-    en.add_argument("--mode", choices=("survey", "microscopy"), default="survey")
+    en.add_argument("--mode", choices=MODES, default="survey")
     en.add_argument("--all", action="store_true", help="queue every row, not only decision == 'review'")
     en.set_defaults(func=_cmd_enqueue)
 

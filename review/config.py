@@ -25,6 +25,7 @@ from typing import Any
 
 from contracts.config import Config, check_choice, check_int, check_range
 from contracts.errors import ConfigError
+from contracts.vocabulary import KINDS
 
 __all__ = [
     "CONSENSUS_RULES",
@@ -49,14 +50,12 @@ when the consensus is "uncertain") the item is ``disputed``.
 STRETCHES: tuple[str, ...] = ("zscale", "asinh")
 """Display stretches of survey cutouts (microscopy uses a percentile interval)."""
 
-DEFAULT_KIND_VALUES: tuple[tuple[str, float], ...] = (
-    ("artifact", 0.5),
-    ("galaxy", 1.0),
-    ("nucleus", 1.0),
-    ("star", 1.0),
-    ("streak", 2.0),
+DEFAULT_KIND_VALUES: tuple[tuple[str, float], ...] = tuple(
+    sorted({**dict.fromkeys(KINDS, 1.0), "artifact": 0.5, "streak": 2.0}.items())
 )
-"""Default value of a label by the gate's kind (streaks are rare and precious)."""
+"""Default value of a label by the gate's kind, sorted by kind: every kind of
+:data:`contracts.vocabulary.KINDS` is worth 1 except artifacts (0.5) and streaks
+(2.0: rare and precious)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,11 +7,28 @@ Experts follow the protocol in :mod:`.base`, are registered by name in
 from __future__ import annotations
 
 from .artifact import ArtifactExpert, ArtifactExpertConfig, find_artifacts
+from .base import (
+    CANDIDATE_COLUMNS,
+    REGISTRY,
+    Expert,
+    empty_candidates,
+    make_expert,
+    register,
+)
 from .extended import ExtendedExpert, ExtendedExpertConfig, find_extended
-from .base import CANDIDATE_COLUMNS, KINDS, REGISTRY, Expert, empty_candidates, make_expert, register
-from .learned import LEARNED_COLUMNS, LearnedExpert, LearnedExpertConfig, learned_evidence
+from .learned import (
+    LEARNED_COLUMNS,
+    LearnedExpert,
+    LearnedExpertConfig,
+    learned_evidence,
+)
 from .nucleus import NucleusExpert, NucleusExpertConfig, find_nuclei
-from .point import PointExpert, PointExpertConfig, find_point_sources, score_point_sources
+from .point import (
+    PointExpert,
+    PointExpertConfig,
+    find_point_sources,
+    score_point_sources,
+)
 from .streak import StreakExpert, StreakExpertConfig, find_streaks, stitch_streaks
 
 __all__ = [
@@ -22,7 +39,6 @@ __all__ = [
     "ArtifactExpertConfig",
     "find_artifacts",
     "CANDIDATE_COLUMNS",
-    "KINDS",
     "REGISTRY",
     "Expert",
     "empty_candidates",

@@ -36,8 +36,9 @@ from astropy.table import Table
 from scipy import ndimage
 
 from contracts.config import Config, check_range
-from ..detection import connected_regions
 from contracts.flags import MaskBit, SourceFlag
+
+from ..detection import connected_regions
 from ..psf import PSF
 from ..tile import Tile
 from .base import CANDIDATE_COLUMNS, register, sample_at_candidates

@@ -4,7 +4,7 @@ An expert is strong on one kind of object and knows how that object looks
 through the instrument's PSF.  Every expert offers:
 
 * ``name`` -- its registry key;
-* ``kinds`` -- the object classes it speaks for (a subset of :data:`KINDS`);
+* ``kinds`` -- the object classes it speaks for (a subset of :data:`contracts.vocabulary.KINDS`);
 * ``footprint(psf)`` -- the halo (pixels) a tile needs so its results do not
   depend on the tiling;
 * ``propose(tile)`` -- candidates owned by the tile's core, as a table with at
@@ -25,11 +25,12 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from astropy.table import Table
 
+from contracts.vocabulary import KINDS
+
 from ..psf import PSF
 from ..tile import Tile
 
 __all__ = [
-    "KINDS",
     "CANDIDATE_COLUMNS",
     "Expert",
     "REGISTRY",
@@ -39,8 +40,6 @@ __all__ = [
     "sample_at_candidates",
 ]
 
-KINDS: tuple[str, ...] = ("star", "galaxy", "streak", "artifact", "nucleus")
-"""The catalog's ``kind`` vocabulary."""
 
 CANDIDATE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("x", "f8"),
@@ -97,13 +96,18 @@ def register(cls: type) -> type:
     return cls
 
 
-def make_expert(name: str, config: object | None = None) -> Expert:
-    """Build the registered expert ``name`` with its configuration (or its defaults)."""
+def make_expert(name: str, config: object | None = None, *, model: object | None = None) -> Expert:
+    """Build the registered expert ``name`` with its configuration (or its defaults).
+
+    ``model`` is handed to an expert that runs a trained network (the learned
+    expert); the science core never reads weights itself (``pipelines.models`` does).
+    """
     try:
         cls = REGISTRY[name]
     except KeyError:
         raise KeyError(f"no expert named {name!r}; registered: {sorted(REGISTRY)}") from None
-    return cls() if config is None else cls(config)
+    args = () if config is None else (config,)
+    return cls(*args, model=model) if model is not None else cls(*args)
 
 
 def empty_candidates(extra: tuple[tuple[str, str], ...] = ()) -> Table:

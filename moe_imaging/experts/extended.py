@@ -34,8 +34,9 @@ from astropy.table import Table
 from scipy import ndimage, signal
 
 from contracts.config import Config, check_range
-from ..detection import find_peaks
 from contracts.flags import MaskBit, SourceFlag
+
+from ..detection import find_peaks
 from ..psf import PSF
 from ..tile import Tile
 from .base import CANDIDATE_COLUMNS, register, sample_at_candidates

@@ -30,20 +30,26 @@ configured torch device and is deterministic.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.table import Table
 
 from contracts.config import Config, check_choice, check_int, check_range
 from contracts.errors import ConfigError
+from contracts.vocabulary import SURVEY_CLASSES
+
 from ..psf import PSF
 from ..tile import Tile
 from .base import CANDIDATE_COLUMNS, empty_candidates, register
 from .point import PointExpert, PointExpertConfig, find_point_sources
 
+if TYPE_CHECKING:  # torch is imported only where the network runs
+    from ..learned.model import LearnedModel
+
 __all__ = ["LearnedExpertConfig", "LearnedExpert", "LEARNED_COLUMNS", "learned_evidence"]
 
-_CLASSES = ("star", "galaxy", "streak", "artifact")
+_CLASSES = SURVEY_CLASSES
 
 LEARNED_COLUMNS: tuple[tuple[str, str], ...] = tuple((f"p_{c}", "f8") for c in _CLASSES) + (
     ("learned_confidence", "f8"),
@@ -98,7 +104,8 @@ class LearnedExpertConfig(Config):
 
 
 def learned_evidence(
-    tile: Tile, y: np.ndarray, x: np.ndarray, *, config: LearnedExpertConfig = LearnedExpertConfig()
+    tile: Tile, y: np.ndarray, x: np.ndarray, *, model: LearnedModel,
+    config: LearnedExpertConfig = LearnedExpertConfig(),
 ) -> dict[str, np.ndarray]:
     """The learned expert's evidence at global positions (pure function of the tile).
 
@@ -108,8 +115,11 @@ def learned_evidence(
         The tile the positions lie on.
     y, x : numpy.ndarray
         Global 0-based positions; the stamp is centred on the nearest pixel.
+    model : moe_imaging.learned.model.LearnedModel
+        The network (``pipelines.models.load_learned`` reads it; the caller
+        chooses its device).
     config : LearnedExpertConfig
-        Weights, device, batching, test-time augmentation.
+        Batching, test-time augmentation, tempering.
 
     Returns
     -------
@@ -117,7 +127,7 @@ def learned_evidence(
         One array per :data:`LEARNED_COLUMNS` entry; NaN for positions off
         the tile (``learned_in_range`` describes the tile's PSF for every row).
     """
-    from ..learned.model import classify_stamps, extract_stamps, load_model, temper_probabilities
+    from ..learned.model import classify_stamps, extract_stamps, temper_probabilities
 
     y = np.asarray(y, dtype=np.float64)
     x = np.asarray(x, dtype=np.float64)
@@ -128,7 +138,6 @@ def learned_evidence(
     iy = np.floor(y - oy + 0.5)
     ix = np.floor(x - ox + 0.5)
     inside = np.isfinite(iy) & np.isfinite(ix) & (iy >= 0) & (ix >= 0) & (iy < img.shape[0]) & (ix < img.shape[1])
-    model = load_model(config.weights, device=config.device)
     _, in_range, _ = temper_probabilities(np.ones(len(model.classes)), tile.psf.fwhm, model.fwhm_range, config.temper_factor)
     out["learned_in_range"] = np.full(n, in_range, dtype=bool)
     if not inside.any():
@@ -159,8 +168,12 @@ class LearnedExpert:
     name = "learned"
     kinds = _CLASSES
 
-    def __init__(self, config: LearnedExpertConfig = LearnedExpertConfig()) -> None:
+    def __init__(self, config: LearnedExpertConfig = LearnedExpertConfig(), *, model: LearnedModel | None = None) -> None:
+        if model is None:
+            raise ConfigError("the learned expert needs its network: load it with "
+                              "pipelines.models.load_learned(config.weights, device=config.device) and pass model=")
         self.config = config
+        self.model = model
 
     def footprint(self, psf: PSF) -> int:
         """Halo (pixels): the point expert's, or the stamp's half-size if larger."""
@@ -174,7 +187,8 @@ class LearnedExpert:
         if len(cands) == 0:
             return empty_candidates(LEARNED_COLUMNS)
         ev = learned_evidence(
-            tile, np.asarray(cands["y_peak"], float), np.asarray(cands["x_peak"], float), config=self.config
+            tile, np.asarray(cands["y_peak"], float), np.asarray(cands["x_peak"], float), model=self.model,
+            config=self.config,
         )
         probs = np.column_stack([ev[f"p_{c}"] for c in _CLASSES])
         cols = {name: np.asarray(cands[name], dtype=dt) for name, dt in CANDIDATE_COLUMNS}
@@ -190,5 +204,6 @@ class LearnedExpert:
         """Class evidence at each candidate's ``(x, y)`` (one row each, in order; NaN off the tile)."""
         if len(candidates) == 0:
             return Table({name: np.zeros(0, dtype=dt) for name, dt in LEARNED_COLUMNS})
-        ev = learned_evidence(tile, np.asarray(candidates["y"], float), np.asarray(candidates["x"], float), config=self.config)
+        ev = learned_evidence(tile, np.asarray(candidates["y"], float), np.asarray(candidates["x"], float),
+                              model=self.model, config=self.config)
         return Table({name: np.asarray(ev[name], dtype=dt) for name, dt in LEARNED_COLUMNS})

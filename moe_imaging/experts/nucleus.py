@@ -44,10 +44,16 @@ from skimage.feature import peak_local_max
 from skimage.filters import apply_hysteresis_threshold
 from skimage.segmentation import watershed
 
-from ..background import BackgroundConfig, BackgroundModel, estimate_background, source_mask
 from contracts.config import Config, check_range
 from contracts.errors import ConfigError
 from contracts.flags import SourceFlag
+
+from ..background import (
+    BackgroundConfig,
+    BackgroundModel,
+    estimate_background,
+    source_mask,
+)
 from ..psf import PSF
 from ..tile import Tile
 from .base import CANDIDATE_COLUMNS, register, sample_at_candidates

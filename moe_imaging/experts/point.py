@@ -46,8 +46,15 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from contracts.config import Config, check_range
-from ..detection import connected_regions, find_peaks, matched_filter, refine_peaks, threshold_for_false_rate
 from contracts.flags import MaskBit, SourceFlag
+
+from ..detection import (
+    connected_regions,
+    find_peaks,
+    matched_filter,
+    refine_peaks,
+    threshold_for_false_rate,
+)
 from ..psf import PSF
 from ..tile import Tile
 from .base import CANDIDATE_COLUMNS as BASE_COLUMNS

@@ -1,9 +1,9 @@
 """The learned expert's network and its pure functions (stamps in, probabilities out).
 
 The classifier looks at a fixed-size stamp around each candidate and at the
-PSF, and returns probabilities over :data:`CLASSES`.  Everything here is a
+PSF, and returns probabilities over :data:`SURVEY_CLASSES`.  Everything here is a
 pure function of arrays, except the weights, which are loaded once per
-process (:func:`load_model`).
+process (``pipelines.models.load_learned``).
 
 Input of the network, per candidate (``C = 4`` channels of ``S x S`` pixels,
 ``S =`` :data:`STAMP_SIZE`, centred on the candidate's pixel):
@@ -32,23 +32,21 @@ expert is never confidently wrong about a PSF it has not seen.
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from contracts.vocabulary import SURVEY_CLASSES
+
 __all__ = [
-    "CLASSES",
     "STAMP_SIZE",
     "ASINH_SCALE",
     "TEMPER_FACTOR",
-    "DEFAULT_WEIGHTS",
     "StampNet",
     "LearnedModel",
     "extract_stamps",
@@ -57,12 +55,9 @@ __all__ = [
     "d4_transforms",
     "classify_stamps",
     "temper_probabilities",
-    "load_model",
-    "save_model",
+    "learned_from_state",
+    "learned_to_state",
 ]
-
-CLASSES: tuple[str, ...] = ("star", "galaxy", "streak", "artifact")
-"""The classes, in the order of the network's outputs."""
 
 STAMP_SIZE: int = 31
 """Side of the stamps (pixels, odd): +-15 px, i.e. +-2.5 FWHM at the largest
@@ -73,9 +68,6 @@ ASINH_SCALE: float = 3.0
 
 TEMPER_FACTOR: float = 1.5
 """A FWHM this factor beyond the trained range gives uniform probabilities."""
-
-DEFAULT_WEIGHTS: Path = Path(__file__).resolve().parent.parent / "models" / "learned_v1.pt"
-"""The shipped weights (reproduced by ``moe-imaging train learned``)."""
 
 
 # --------------------------------------------------------------------------- network
@@ -117,7 +109,7 @@ class StampNet(nn.Module):
         Channels of the first block.
     """
 
-    def __init__(self, in_channels: int = 4, n_classes: int = len(CLASSES), width: int = 16) -> None:
+    def __init__(self, in_channels: int = 4, n_classes: int = len(SURVEY_CLASSES), width: int = 16) -> None:
         super().__init__()
         self.features = nn.Sequential(
             _Block(in_channels, width),
@@ -166,7 +158,7 @@ class LearnedModel:
     """
 
     net: StampNet
-    classes: tuple[str, ...] = CLASSES
+    classes: tuple[str, ...] = SURVEY_CLASSES
     stamp_size: int = STAMP_SIZE
     fwhm_range: tuple[float, float] = (1.5, 6.0)
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -176,13 +168,15 @@ class LearnedModel:
         """Where the weights live."""
         return next(self.net.parameters()).device
 
+    def to_state(self) -> dict[str, Any]:
+        """:func:`learned_to_state` of this model."""
+        return learned_to_state(self)
 
-def save_model(model: LearnedModel, path: str | Path) -> Path:
-    """Write the weights and metadata (plain types only) with :func:`torch.save`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+
+def learned_to_state(model: LearnedModel) -> dict[str, Any]:
+    """The weights and metadata as tensors and plain types (``pipelines.models.save_model`` writes them)."""
     state = {k: v.detach().cpu().clone() for k, v in model.net.state_dict().items()}
-    payload = {
+    return {
         "format": "moe-imaging-learned/1",
         "state_dict": state,
         "width": int(model.net.features[0].body[0].out_channels),
@@ -193,54 +187,30 @@ def save_model(model: LearnedModel, path: str | Path) -> Path:
         # plain JSON types only, so the file loads with ``weights_only=True``
         "metadata": json.loads(json.dumps(model.metadata, default=str)),
     }
-    torch.save(payload, path)
-    return path
 
 
-@functools.lru_cache(maxsize=8)
-def _load_cached(path: str, mtime: float, device: str) -> LearnedModel:
-    with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
-        payload = torch.load(path, map_location=device, weights_only=True)
-    if payload.get("format") != "moe-imaging-learned/1":
-        raise ValueError(f"{path}: not a moe-imaging learned-expert weights file")
-    net = StampNet(width=int(payload["width"]), n_classes=len(payload["classes"]))
-    net.load_state_dict(payload["state_dict"])
+def learned_from_state(state: dict[str, Any], *, device: str = "cpu") -> LearnedModel:
+    """The model :func:`learned_to_state` describes, on ``device``, in eval mode.
+
+    Raises
+    ------
+    ValueError
+        When ``state`` is not a learned-expert state.
+    """
+    if state.get("format") != "moe-imaging-learned/1":
+        raise ValueError("not a moe-imaging learned-expert weights file")
+    net = StampNet(width=int(state["width"]), n_classes=len(state["classes"]))
+    net.load_state_dict(state["state_dict"])
     net.to(device).eval()
     for p in net.parameters():
         p.requires_grad_(False)
     return LearnedModel(
         net=net,
-        classes=tuple(payload["classes"]),
-        stamp_size=int(payload["stamp_size"]),
-        fwhm_range=tuple(float(v) for v in payload["fwhm_range"]),
-        metadata=dict(payload.get("metadata", {})),
+        classes=tuple(state["classes"]),
+        stamp_size=int(state["stamp_size"]),
+        fwhm_range=tuple(float(v) for v in state["fwhm_range"]),
+        metadata=dict(state.get("metadata", {})),
     )
-
-
-def load_model(path: str | Path | None = None, *, device: str = "cpu") -> LearnedModel:
-    """Load weights once per process (cached by path, modification time and device).
-
-    Parameters
-    ----------
-    path : str or Path, optional
-        A file written by :func:`save_model`; default :data:`DEFAULT_WEIGHTS`.
-    device : str
-        Torch device, e.g. ``"cpu"`` or ``"cuda"``.
-
-    Raises
-    ------
-    contracts.errors.InputError
-        When the file is missing or is not a weights file.
-    """
-    from contracts.errors import InputError
-
-    p = Path(DEFAULT_WEIGHTS if path is None else path).resolve()
-    if not p.is_file():
-        raise InputError(str(p), "learned-expert weights not found (run `moe-imaging train learned`)")
-    try:
-        return _load_cached(str(p), p.stat().st_mtime, str(device))
-    except (ValueError, RuntimeError, KeyError, OSError) as exc:
-        raise InputError(str(p), f"cannot load learned-expert weights: {exc}") from None
 
 
 # --------------------------------------------------------------------------- stamps

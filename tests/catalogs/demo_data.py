@@ -91,7 +91,8 @@ def _make_revisit(src: Path, truth_src: Path, out: Path, truth_out: Path) -> Non
 def _labels(dataset: Path, truths: dict[str, Path]) -> pd.DataFrame:
     """A label export as the review queue writes it, from the truth plus reviewer noise."""
     from catalogs import open_catalog
-    from catalogs.analysis import KINDS, evaluate_truth
+    from catalogs.analysis import evaluate_truth
+    from contracts.vocabulary import SURVEY_CLASSES
 
     cat = open_catalog(dataset)
     ev = evaluate_truth(cat, truths)
@@ -104,7 +105,7 @@ def _labels(dataset: Path, truths: dict[str, Path]) -> pd.DataFrame:
     for k, i in enumerate(sel):
         truth_kind = str(ev.detections["true_kind"].iloc[i])
         n_dec = int(rng.choice([1, 2, 3], p=[0.4, 0.4, 0.2]))
-        votes = [truth_kind if rng.random() < 0.88 else str(rng.choice([c for c in KINDS if c != truth_kind]))
+        votes = [truth_kind if rng.random() < 0.88 else str(rng.choice([c for c in SURVEY_CLASSES if c != truth_kind]))
                  for _ in range(n_dec)]
         values, counts = np.unique(votes, return_counts=True)
         top = counts.max()
@@ -134,7 +135,7 @@ def _demo_files(images_dir: Path) -> tuple[dict[str, Path], dict[str, Path]]:
 
 
 def _simulate(images_dir: Path, images: dict[str, Path], truths: dict[str, Path]) -> None:
-    from pipelines.cli import main as cli_main
+    from moe_cli import main as cli_main
 
     images_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.redirect_stdout(io.StringIO()):
@@ -155,7 +156,7 @@ def _run_flow(root: Path, images_dir: Path, out: Path) -> subprocess.CompletedPr
         "PYTHONPATH": os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])),
     })
     env.pop("MOE_DASK_ADDRESS", None)  # a local cluster, as with no --dask
-    cmd = [sys.executable, "-m", "pipelines.cli", "run", "--input", f"{images_dir}/*.fits", "--output", str(out),
+    cmd = [sys.executable, "-m", "moe_cli", "run", "--input", f"{images_dir}/*.fits", "--output", str(out),
            "--run", RUN, "--workers", "1", "--quiet"]
     proc = subprocess.run(cmd, check=False, cwd=root, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (
@@ -260,7 +261,7 @@ def build_flow_demo(root: Path) -> DemoData:
 def build_demo(root: Path) -> DemoData:
     """Build (or reuse) the demo dataset under ``root``."""
     from catalogs import write_exposure_catalog
-    from pipelines.cli import main as cli_main
+    from moe_cli import main as cli_main
     from pipelines.config import DetectionConfig
     from pipelines.detect import detect_image
 

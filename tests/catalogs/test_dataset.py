@@ -30,7 +30,7 @@ from catalogs import (
     write_exposure_catalog,
 )
 from contracts.errors import InputError
-from pipelines.cli import main as cli_main
+from moe_cli import main as cli_main
 from tests.catalogs.demo_data import RUN, build_demo
 
 ROOT = Path(__file__).resolve().parents[2]

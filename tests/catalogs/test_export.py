@@ -25,7 +25,7 @@ from catalogs import (
     write_votable,
 )
 from contracts.errors import InputError
-from pipelines.cli import main as cli_main
+from moe_cli import main as cli_main
 from tests.catalogs.demo_data import build_demo
 
 

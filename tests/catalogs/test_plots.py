@@ -12,15 +12,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from catalogs import CatalogSchemaError, open_catalog
-from catalogs.analysis import (
-    calibration_table,
-    certified_risk_coverage,
-    evaluate_truth,
-    expert_usage,
-    recalibration,
-    review_load,
-    risk_coverage_curve,
-)
+from catalogs.analysis import evaluate_truth, expert_usage, review_load
 from catalogs.plots import (
     completeness_plot,
     cutout_gallery,
@@ -34,6 +26,12 @@ from catalogs.plots import (
     snr_histogram,
 )
 from contracts.errors import InputError
+from moe_imaging.triage.evaluate import (
+    calibration_table,
+    certified_risk_coverage,
+    recalibration,
+    risk_coverage_curve,
+)
 from tests.catalogs.demo_data import build_demo
 
 

@@ -8,9 +8,15 @@ import json
 
 import pytest
 
-from catalogs import SCHEMA_VERSION, Provenance, config_hash, file_checksum, make_provenance
-from moe_imaging import __version__
+from catalogs import (
+    SCHEMA_VERSION,
+    Provenance,
+    config_hash,
+    file_checksum,
+    make_provenance,
+)
 from contracts.errors import InputError
+from moe_imaging import __version__
 
 
 def test_defaults():

@@ -11,14 +11,20 @@ from pathlib import Path
 
 import pytest
 
+from contracts.errors import ConfigError
 from flows.batch import discover_inputs, exposure_name
 from flows.cli import prefect_environment
-from flows.config import FLOW_DETECTION_DEFAULTS, InputsConfig, RunConfig, load_run_config, validate_cron
+from flows.config import (
+    FLOW_DETECTION_DEFAULTS,
+    InputsConfig,
+    RunConfig,
+    load_run_config,
+    validate_cron,
+)
 from flows.dask import DASK_ADDRESS_ENV, scheduler_address
 from flows.errors import FlowError
 from flows.state import DoneRecord, Ledger
-from contracts.errors import ConfigError
-from pipelines.cli import main
+from moe_cli import main
 
 FULL = """
 [inputs]

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("harness")
 @pytest.fixture(scope="module")
 def plates(tmp_path_factory):
     from moe_imaging.simulate_microscopy import MicroscopySimConfig, simulate_microscopy
-    from pipelines.io_tiff import write_ome_tiff
+    from pipelines.io import write_ome_tiff
 
     root = tmp_path_factory.mktemp("plates")
     truth = {}
@@ -76,14 +76,14 @@ def test_plates_give_catalogs_and_counts(plates, tmp_path) -> None:
     assert {a.type for a in artifacts} == {"markdown", "table"}
 
 
-@pytest.mark.skipif(not __import__("moe_imaging.nucleus_triage", fromlist=["x"]).DEFAULT_NUCLEUS_TRIAGE_WEIGHTS.exists(),
+@pytest.mark.skipif(not __import__("pipelines.models", fromlist=["x"]).DEFAULT_NUCLEUS_TRIAGE_WEIGHTS.exists(),
                     reason="shipped nucleus triage missing")
 def test_with_the_gate_review_rows_are_enqueued(tmp_path) -> None:
     """Gate enabled: the nucleus triage decides, and its review rows reach the queue (with cutouts)."""
-    from moe_imaging.simulate_microscopy import MicroscopySimConfig, simulate_microscopy
-    from pipelines.io_tiff import write_ome_tiff
-    from review.store import ReviewStore
     from flows.microscopy import run_microscopy
+    from moe_imaging.simulate_microscopy import MicroscopySimConfig, simulate_microscopy
+    from pipelines.io import write_ome_tiff
+    from review.store import ReviewStore
 
     inputs = tmp_path / "in"
     inputs.mkdir()

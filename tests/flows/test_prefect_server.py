@@ -25,7 +25,7 @@ import pytest
 
 from tests.flows.helpers import free_port, subprocess_env, wait_for
 
-CLI = [sys.executable, "-m", "pipelines.cli"]
+CLI = [sys.executable, "-m", "moe_cli"]
 
 
 @pytest.fixture(scope="module")

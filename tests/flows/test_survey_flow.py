@@ -156,7 +156,7 @@ def test_a_transient_fault_is_retried(survey_inputs, tmp_path, monkeypatch) -> N
 
 
 def test_run_command_prints_where_things_are(survey_inputs, tmp_path, monkeypatch, capsys) -> None:
-    from pipelines.cli import main
+    from moe_cli import main
 
     monkeypatch.chdir(tmp_path)
     inputs = tmp_path / "in"
@@ -181,7 +181,7 @@ def test_a_run_that_cannot_start_says_why(survey_inputs, tmp_path, capsys) -> No
     """An unreachable scheduler or review database: one line naming it, from the flow and from the command."""
     from flows.errors import FlowError
     from flows.survey import run_survey
-    from pipelines.cli import main
+    from moe_cli import main
     from review.errors import StoreConnectionError
     from tests.flows.helpers import free_port
 

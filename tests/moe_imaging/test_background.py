@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from contracts.errors import ConfigError
 from moe_imaging.background import (
     BackgroundConfig,
     BackgroundModel,
@@ -15,7 +16,6 @@ from moe_imaging.background import (
     mesh_block_edges,
     mesh_statistics,
 )
-from contracts.errors import ConfigError
 from moe_imaging.psf import moffat_psf
 
 SKY0, GX, GY, SIGMA = 1000.0, 0.03, -0.02, 10.0

@@ -16,8 +16,8 @@ from moe_imaging.psf import measure_fwhm
 from moe_imaging.simulate_microscopy import (
     MicroscopySimConfig,
     SimulatedMicroscopy,
-    true_airy_psf,
     simulate_microscopy,
+    true_airy_psf,
 )
 
 TRUTH_COLUMNS = [

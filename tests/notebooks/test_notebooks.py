@@ -45,7 +45,7 @@ def demo(tmp_path_factory):
 def demo_counts(demo) -> dict[str, int]:
     """What the flow wrote and the review produced, read back with the library."""
     from catalogs import open_catalog
-    from catalogs.analysis import read_labels
+    from catalogs.labels import read_labels
 
     cat = open_catalog(demo.catalogs, columns=["exposure", "source_id", "decision"])
     labels = read_labels(demo.labels)

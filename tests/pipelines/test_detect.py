@@ -24,11 +24,11 @@ from astropy.wcs import WCS
 from scipy.spatial import cKDTree
 
 from catalogs import read_catalog
-from moe_imaging import __version__
 from contracts.flags import SourceFlag
+from moe_cli import main
+from moe_imaging import __version__
 from moe_imaging.simulate import SurveySimConfig, simulate_survey
 from pipelines import DetectionConfig, detect_image, open_exposure
-from pipelines.cli import main
 from pipelines.io import Exposure, write_exposure
 
 DATA = Path(__file__).resolve().parents[1] / "data"

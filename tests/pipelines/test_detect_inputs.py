@@ -12,10 +12,10 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from contracts.flags import SourceFlag
+from moe_cli import main
 from moe_imaging.psf import psf_from_image
 from moe_imaging.simulate import SurveySimConfig, simulate_survey
 from pipelines import detect_image
-from pipelines.cli import main
 from pipelines.io import read_psf_image, write_exposure
 
 DATA = Path(__file__).resolve().parents[1] / "data"

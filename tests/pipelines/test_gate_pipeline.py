@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from moe_imaging.gate import DECISIONS, GATE_CLASSES
+from contracts.vocabulary import DECISIONS
+from contracts.vocabulary import SURVEY_CLASSES as GATE_CLASSES
 from moe_imaging.simulate import SurveySimConfig, simulate_survey
 from pipelines import DetectionConfig, detect_image
 from pipelines.io import write_exposure

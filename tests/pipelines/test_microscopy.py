@@ -12,9 +12,9 @@ import tifffile
 from scipy.spatial import cKDTree
 
 from catalogs import read_catalog
+from moe_cli import main
 from pipelines import detect_image
-from pipelines.cli import main
-from pipelines.io_tiff import open_tiff, parse_ome_optics, write_ome_tiff
+from pipelines.io import open_tiff, parse_ome_optics, write_ome_tiff
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "moe_imaging" / "experts"))
 from test_nucleus import _scene  # noqa: E402  (the synthetic fluorescence scene)

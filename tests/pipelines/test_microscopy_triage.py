@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from catalogs import read_catalog
-from moe_imaging.nucleus_triage import DEFAULT_NUCLEUS_TRIAGE_WEIGHTS
+from moe_cli import main
 from pipelines import DetectionConfig, detect_image
-from pipelines.cli import main
-from pipelines.io_tiff import write_ome_tiff
+from pipelines.io import write_ome_tiff
+from pipelines.models import DEFAULT_NUCLEUS_TRIAGE_WEIGHTS, load_nucleus_triage
 
 pytestmark = pytest.mark.skipif(not DEFAULT_NUCLEUS_TRIAGE_WEIGHTS.exists(), reason="shipped model missing")
 
@@ -72,8 +72,8 @@ def test_pipeline_fragments_are_never_accepted_as_nuclei(tmp_path) -> None:
     never accepted as a nucleus (a model trained on the simulator's true
     background accepted 11 of them before the per-detection range check).
     """
-    from moe_imaging.nucleus_triage import label_detections
     from moe_imaging.simulate_microscopy import MicroscopySimConfig, simulate_microscopy
+    from moe_imaging.triage.microscopy import label_detections
 
     cfg = MicroscopySimConfig(shape=(512, 512), seed=23, clump_fraction=0.5)
     sim = simulate_microscopy(cfg)
@@ -96,9 +96,7 @@ def test_nucleus_weights_refitted_with_labels_are_what_the_pipeline_uses(crowded
     """Reviewers who find the confident calls wrong: with the refitted weights nothing is decided alone."""
     import pandas as pd
 
-    from moe_imaging.recalibrate import recalibrate_nucleus_triage_with_labels
-
-    from moe_imaging.nucleus_triage import load_nucleus_triage
+    from training.recalibrate import recalibrate_weights
 
     # as many wrong labels as calibration rows, at the same confidences: above any threshold, half are wrong
     n = 40_000
@@ -106,7 +104,7 @@ def test_nucleus_weights_refitted_with_labels_are_what_the_pipeline_uses(crowded
     labels = pd.DataFrame({"kind": "nucleus", "label": "artifact", "confidence": conf,
                            "triage_stratum": ["microscopy:crowded"] * n + ["microscopy:isolated"] * n})
     weights = tmp_path / "nuclei_reviewed.pt"
-    recalibrate_nucleus_triage_with_labels(labels, out=weights)
+    recalibrate_weights(labels, out=weights, model="nucleus-triage")
     shipped = detect_image(crowded_tiff, config=DetectionConfig.from_mapping({"gate": {"enabled": True}}),
                            tile_size=None, checksum=False).catalog
     config = DetectionConfig.from_mapping({"gate": {"enabled": True, "nucleus_weights": str(weights)}})

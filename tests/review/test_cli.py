@@ -18,7 +18,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from catalogs import COLUMNS, write_catalog
-from pipelines.cli import main
+from moe_cli import main
 from review import ReviewStore, read_labels
 from tests.review._helpers import review_catalog
 
@@ -163,7 +163,7 @@ def test_serve_runs_the_web_app(tmp_path):
     db = f"sqlite:///{tmp_path / 'q.sqlite'}"
     port = _closed_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "MOE_REVIEW_SECRET": "a-test-secret-of-32-characters!!"}
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "review", "serve", "--db", db, "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "moe_cli", "review", "serve", "--db", db, "--port", str(port),
                              "--log-level", "warning"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -15,6 +15,8 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from PIL import Image
 
+from contracts.errors import InputError
+from contracts.vocabulary import LABEL_COLUMNS
 from review import (
     NotClaimedError,
     ReviewConfig,
@@ -27,7 +29,6 @@ from review import (
     read_labels,
 )
 from review import models as m
-from contracts.vocabulary import LABEL_COLUMNS
 from tests.review._helpers import review_catalog
 
 
@@ -525,10 +526,14 @@ def test_export_and_read_labels(make_store, tmp_path):
     assert row.triage_stratum == "survey:fwhm2.5-4" and row.review_reason.startswith("confidence below")
     with pytest.raises(ReviewError, match="must end in .parquet"):
         store.export_labels(tmp_path / "labels.csv")
-    # the file feeds 'moe-imaging calibrate --labels' (its own reader, in moe_imaging.recalibrate)
-    recalibrate = pytest.importorskip("moe_imaging.recalibrate")
-    theirs = recalibrate.read_label_file(path)
-    assert len(theirs) == 3 and set(recalibrate.LABEL_COLUMNS) <= set(theirs.columns)
+    # the file feeds 'moe-imaging calibrate --labels' through the one reader (catalogs.labels)
+    from catalogs.labels import read_labels as the_reader
+    from training.recalibrate import recalibrate_weights
+
+    theirs = the_reader(path)
+    assert len(theirs) == 3 and list(theirs.columns) == [c for c, _ in LABEL_COLUMNS]
+    done = recalibrate_weights(theirs, out=tmp_path / "gate_labels.pt", min_count=1)
+    assert done.summary.n_labels == 3 and (tmp_path / "gate_labels.pt").is_file()
 
 
 def test_read_labels_rejects_malformed_files(make_store, tmp_path):
@@ -544,28 +549,28 @@ def test_read_labels_rejects_malformed_files(make_store, tmp_path):
         return p
 
     p = write(good.drop(columns=["label"]), "nolabel.parquet")
-    with pytest.raises(ReviewError, match=r"nolabel.parquet: missing column 'label'"):
+    with pytest.raises(InputError, match=r"nolabel.parquet: missing column 'label'"):
         read_labels(p)
     bad = good.copy()
     bad.loc[1, "label"] = "dragon"
-    with pytest.raises(ReviewError, match=r"badlabel.parquet: column 'label': unknown label .*row 1: 'dragon'"):
+    with pytest.raises(InputError, match=r"badlabel.parquet: column 'label': unknown label .*row 1: 'dragon'"):
         read_labels(write(bad, "badlabel.parquet"))
     bad = good.copy()
     bad.loc[0, "p_star"] = 1.5
-    with pytest.raises(ReviewError, match=r"column 'p_star': a probability must lie in \[0, 1\]"):
+    with pytest.raises(InputError, match=r"column 'p_star': a probability must lie in \[0, 1\]"):
         read_labels(write(bad, "badp.parquet"))
     bad = good.copy()
     bad["n_decisions"] = 0
-    with pytest.raises(ReviewError, match="column 'n_decisions': must be at least 1"):
+    with pytest.raises(InputError, match="column 'n_decisions': must be at least 1"):
         read_labels(write(bad, "badn.parquet"))
     bad = good.copy()
     bad["source_id"] = bad["source_id"].astype(float)
-    with pytest.raises(ReviewError, match="column 'source_id' must hold integers"):
+    with pytest.raises(InputError, match="column 'source_id' must hold integers"):
         read_labels(write(bad, "badid.parquet"))
     (tmp_path / "text.parquet").write_text("catalog_id,label\nc,star\n")
-    with pytest.raises(ReviewError, match=r"text.parquet: not a readable Parquet file"):
+    with pytest.raises(InputError, match=r"text.parquet: not a readable Parquet file"):
         read_labels(tmp_path / "text.parquet")
-    with pytest.raises(ReviewError, match=r"missing.parquet: no such label file"):
+    with pytest.raises(InputError, match=r"missing.parquet: no such label file"):
         read_labels(tmp_path / "missing.parquet")
     # optional columns may be absent
     ok = read_labels(write(good.drop(columns=["p_nucleus", "psf_fwhm"]), "minimal.parquet"))

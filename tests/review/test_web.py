@@ -19,7 +19,8 @@ import pytest
 from contracts.errors import ConfigError
 from review import ReviewError, ReviewStore
 from review.web import WebConfig, create_app
-from review.web.app import SESSION_COOKIE, _Signer, _signing_key
+from review.web.app import SESSION_COOKIE
+from review.web.security import _Signer, _signing_key
 from tests.review._helpers import review_catalog
 
 with warnings.catch_warnings():  # starlette asks for httpx2; httpx still works

@@ -6,9 +6,13 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from moe_imaging.experts.artifact import ArtifactExpertConfig, find_artifacts, psf_peak_ratio
 from contracts.errors import ConfigError
 from contracts.flags import MaskBit
+from moe_imaging.experts.artifact import (
+    ArtifactExpertConfig,
+    find_artifacts,
+    psf_peak_ratio,
+)
 from moe_imaging.psf import gaussian_psf, moffat_psf
 from moe_imaging.simulate import SurveySimConfig, simulate_survey
 from moe_imaging.tile import Tile

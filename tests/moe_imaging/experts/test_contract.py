@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from moe_imaging.experts import CANDIDATE_COLUMNS, KINDS, REGISTRY, Expert, make_expert
 from contracts.flags import MaskBit
+from contracts.vocabulary import KINDS
+from moe_imaging.experts import CANDIDATE_COLUMNS, REGISTRY, Expert
 from moe_imaging.psf import moffat_psf
 from moe_imaging.tile import Tile
+from pipelines.modality import make_configured_expert
 
 PSF = moffat_psf(3.0)
 EXPERTS = sorted(REGISTRY)
@@ -91,7 +93,7 @@ def _check_contract(table, expert) -> None:
 
 @pytest.fixture(params=EXPERTS)
 def expert(request) -> Expert:
-    return make_expert(request.param)
+    return make_configured_expert(request.param)  # the learned expert is handed its network
 
 
 def test_is_an_expert(expert) -> None:

@@ -7,8 +7,12 @@ import pytest
 from scipy.spatial import cKDTree
 
 from contracts.errors import ConfigError
-from moe_imaging.experts.extended import ExtendedExpertConfig, find_extended, galaxy_kernel
 from contracts.flags import MaskBit
+from moe_imaging.experts.extended import (
+    ExtendedExpertConfig,
+    find_extended,
+    galaxy_kernel,
+)
 from moe_imaging.psf import moffat_psf
 from moe_imaging.simulate import SurveySimConfig, simulate_survey
 from moe_imaging.tile import Tile

@@ -9,24 +9,29 @@ import pytest
 from scipy import ndimage
 
 from contracts.errors import ConfigError
-from moe_imaging.experts import REGISTRY, LearnedExpert, LearnedExpertConfig, make_expert
+from contracts.vocabulary import SURVEY_CLASSES as CLASSES
+from moe_imaging.experts import (
+    REGISTRY,
+    LearnedExpert,
+    LearnedExpertConfig,
+    make_expert,
+)
 from moe_imaging.learned.model import (
-    CLASSES,
-    DEFAULT_WEIGHTS,
     STAMP_SIZE,
     classify_stamps,
     extract_stamps,
-    load_model,
     temper_probabilities,
 )
-from moe_imaging.learned.train import TrainConfig, field_samples, field_seed
 from moe_imaging.psf import moffat_psf
 from moe_imaging.tile import Tile
+from pipelines.models import DEFAULT_LEARNED_WEIGHTS as DEFAULT_WEIGHTS
+from pipelines.models import load_learned
+from training.learned import TrainConfig, field_samples, field_seed
 
 
 @pytest.fixture(scope="module")
 def model():
-    return load_model()
+    return load_learned()
 
 
 def _star_field(psf, n=9, snr=60.0, seed=0, size=160):
@@ -124,7 +129,7 @@ def test_rotated_streak_keeps_its_class(model) -> None:
 
 
 def test_psf_out_of_range_is_flagged_and_tempered() -> None:
-    expert = make_expert("learned")
+    expert = make_expert("learned", model=load_learned())
     psf = moffat_psf(12.0)
     img, _ = _star_field(psf, n=4, snr=80.0, size=200)
     table = expert.propose(Tile.from_image(img, psf, noise=1.0))
@@ -140,7 +145,7 @@ def test_psf_out_of_range_is_flagged_and_tempered() -> None:
 
 
 def test_in_range_tile_columns_and_determinism() -> None:
-    expert = make_expert("learned")
+    expert = make_expert("learned", model=load_learned())
     psf = moffat_psf(3.0)
     img, _ = _star_field(psf, snr=50.0, seed=4)
     tile = Tile.from_image(img, psf, noise=1.0)
@@ -155,6 +160,13 @@ def test_in_range_tile_columns_and_determinism() -> None:
     np.testing.assert_allclose(np.asarray(ev["p_star"]), np.asarray(a["p_star"]), atol=1e-6)
 
 
+def test_the_expert_is_handed_its_network_and_never_reads_weights_itself() -> None:
+    with pytest.raises(ConfigError, match="needs its network"):
+        LearnedExpert()
+    with pytest.raises(ConfigError, match="needs its network"):
+        make_expert("learned", LearnedExpertConfig(weights="/no/such/file.pt"))
+
+
 def test_footprint_covers_the_stamp() -> None:
-    expert = LearnedExpert()
+    expert = LearnedExpert(model=load_learned())
     assert expert.footprint(moffat_psf(1.5)) >= STAMP_SIZE // 2 + 1

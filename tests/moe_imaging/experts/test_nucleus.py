@@ -10,8 +10,8 @@ from scipy import signal
 from scipy.spatial import cKDTree
 
 from contracts.errors import ConfigError
-from moe_imaging.experts.nucleus import NucleusExpert, NucleusExpertConfig, find_nuclei
 from contracts.flags import SourceFlag
+from moe_imaging.experts.nucleus import NucleusExpert, NucleusExpertConfig, find_nuclei
 from moe_imaging.psf import airy_psf, measure_fwhm
 from moe_imaging.tile import Tile
 
@@ -143,7 +143,7 @@ def test_microscopy_background_is_the_pipelines_and_survives_a_field_full_of_nuc
     from moe_imaging.psf import airy_psf
     from moe_imaging.simulate_microscopy import MicroscopySimConfig, simulate_microscopy
     from pipelines import detect_image
-    from pipelines.io_tiff import write_ome_tiff
+    from pipelines.io import write_ome_tiff
 
     for name, cfg in (("vignetted", MicroscopySimConfig(shape=(512, 512), seed=11, density_per_mm2=2500.0,
                                                         clump_fraction=0.45, vignetting=0.3)),

@@ -17,6 +17,7 @@ from astropy.table import Table, vstack
 from scipy.spatial import cKDTree
 
 from contracts.errors import ConfigError
+from contracts.flags import MaskBit, SourceFlag
 from moe_imaging.experts import REGISTRY
 from moe_imaging.experts.point import (
     CANDIDATE_COLUMNS,
@@ -24,7 +25,6 @@ from moe_imaging.experts.point import (
     PointExpertConfig,
     find_point_sources,
 )
-from contracts.flags import MaskBit, SourceFlag
 from moe_imaging.psf import PSF, gaussian_psf, moffat_psf
 from moe_imaging.simulate import SurveySimConfig, simulate_survey
 from moe_imaging.tile import Tile
