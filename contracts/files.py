@@ -2,9 +2,12 @@
 
 Every writer of the project (catalogs, exports, label files, model weights and
 cards, run reports) goes through :func:`atomic_write`: the content is written
-to a temporary file with a unique name in the target's folder, then moved over
-the target in one ``os.replace``.  Two runs writing the same file at once each
-write their own temporary file, and the last ``replace`` wins whole.
+to a file of the target's own name inside a uniquely named temporary folder
+beside the target, then moved over the target in one ``os.replace``.  Two runs
+writing the same file at once each write in their own folder, and the last
+``replace`` wins whole.  Writers that read the file name (astropy chooses
+compression by the suffix; ``torch.save`` names the archive inside after the
+file) see the target's name, so the bytes are those a direct write would give.
 """
 
 from __future__ import annotations
@@ -25,9 +28,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
     path : str or path-like
         The file to write; its folder is created when missing.
     write : callable
-        Writes the whole content to the path it is given.  The temporary name
-        keeps ``path``'s suffixes, so writers that choose a format by the
-        extension (astropy, pyarrow) see the right one.
+        Writes the whole content to the path it is given: ``path``'s own name
+        in a temporary folder of the same parent.
 
     Returns
     -------
@@ -36,17 +38,20 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
 
     Notes
     -----
-    When ``write`` raises, the temporary file is removed and ``path`` is left
+    When ``write`` raises, the temporary folder is removed and ``path`` is left
     as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp{''.join(path.suffixes)}"
+    folder = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    folder.mkdir()
+    tmp = folder / path.name
     try:
         write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+        folder.rmdir()
     return path
 
 

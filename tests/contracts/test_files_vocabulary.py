@@ -16,11 +16,21 @@ def test_atomic_write_replaces_whole_and_leaves_nothing_on_failure(tmp_path: Pat
     seen = []
     atomic_write(target, lambda tmp: (seen.append(tmp), tmp.write_text("one")))
     assert target.read_text() == "one"
-    assert seen[0].name.endswith(".fits.gz") and seen[0].parent == target.parent  # suffixes kept for writers
+    assert seen[0].name == target.name and seen[0].parent.parent == target.parent  # the name writers may read
     with pytest.raises(RuntimeError):
         atomic_write(target, lambda tmp: (tmp.write_text("half"), (_ for _ in ()).throw(RuntimeError("disk full"))))
     assert target.read_text() == "one"  # the old content, whole
-    assert [p.name for p in target.parent.iterdir()] == ["cat.fits.gz"]  # no temporary file left
+    assert [p.name for p in target.parent.iterdir()] == ["cat.fits.gz"]  # no temporary file or folder left
+
+
+def test_torch_weights_written_atomically_are_the_bytes_of_a_direct_write(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    state = {"w": torch.arange(4.0)}
+    torch.save(state, tmp_path / "direct.pt")
+    (tmp_path / "a").mkdir()
+    torch.save(state, tmp_path / "a" / "model.pt")
+    atomic_write(tmp_path / "model.pt", lambda tmp: torch.save(state, tmp))
+    assert (tmp_path / "model.pt").read_bytes() == (tmp_path / "a" / "model.pt").read_bytes()
 
 
 def test_two_writers_at_once_never_share_a_temporary_file(tmp_path: Path) -> None:
