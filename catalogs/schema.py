@@ -48,7 +48,7 @@ __all__ = [
     "validate",
 ]
 
-SCHEMA_VERSION = "1.5"
+SCHEMA_VERSION = "1.6"
 """Version of the catalog schema, ``"major.minor"``.
 
 The major number changes when a column is removed, renamed or changes meaning
@@ -63,6 +63,8 @@ COLUMN_ADDED: dict[str, str] = {
                                 "review_reason")},
     "triage_stratum": "1.4",
     "p_nucleus": "1.5",
+    "spread_model": "1.6",
+    "spread_model_err": "1.6",
 }
 """The minor schema version that added each column (columns of 1.0 are not listed).
 
@@ -202,6 +204,10 @@ COLUMNS: tuple[Column, ...] = (
     _c("sharpness", "float64", None,
        "peak pixel relative to the PSF expectation (1 point source, >1 sharper, <1 extended)"),
     _c("roundness", "float64", None, "1 - b/a (0 for a round source)"),
+    _c("spread_model", "float64", None,
+       "resolved-ness relative to the PSF (SExtractor's SPREAD_MODEL): 0 point source, >0 resolved, "
+       "<0 sharper than the PSF; survey mode, NaN elsewhere"),
+    _c("spread_model_err", "float64", None, "1-sigma error of spread_model from the pixel noise"),
     _c("background", "float64", FLUX_UNIT_PLACEHOLDER,
        "local background level per pixel at the peak, in the image unit"),
     _c("noise", "float64", FLUX_UNIT_PLACEHOLDER,

@@ -44,6 +44,7 @@ __all__ = [
     "airy_psf",
     "psf_from_image",
     "estimate_psf",
+    "find_psf_stars",
     "local_psf",
     "measure_fwhm",
 ]
@@ -369,6 +370,59 @@ def local_psf(
     return dataclasses.replace(psf, source=f"{psf.source}@local")
 
 
+def find_psf_stars(
+    image: np.ndarray,
+    noise: np.ndarray | float,
+    *,
+    mask: np.ndarray | None = None,
+    fwhm_guess: float = 3.0,
+    min_snr: float = 30.0,
+    min_stars: int = 3,
+) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """Bright, isolated, unsaturated point sources: the stellar locus of an image.
+
+    A matched filter of the current FWHM finds peaks above ``min_snr``; the
+    isolated ones on the small-size locus (:func:`_stellar_locus`: galaxies
+    are larger, cosmic rays sharper) are kept, and the FWHM is re-measured
+    from them, up to three times, so the result does not depend much on
+    ``fwhm_guess``.
+
+    Returns
+    -------
+    (y, x, fwhm, snr)
+        Peak pixels of the stars, the locus FWHM (pixels) and their S/N; empty
+        arrays when an iteration finds fewer than ``min_stars``.
+    """
+    from .detection import find_peaks, matched_filter  # local: detection imports PSF
+
+    img = np.asarray(image, dtype=np.float64)
+    noise_arr = np.broadcast_to(np.asarray(noise, dtype=np.float64), img.shape)
+    bad = np.zeros(img.shape, bool) if mask is None else np.asarray(mask) != 0
+    bad |= ~np.isfinite(img) | ~(noise_arr > 0)
+    weight = np.where(bad, 0.0, 1.0 / np.where(noise_arr > 0, noise_arr, 1.0) ** 2)
+    img = np.where(bad, 0.0, img)
+    fwhm = float(fwhm_guess)
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), fwhm, np.zeros(0))
+    stars = empty
+    for _ in range(3):
+        kernel = gaussian_psf(fwhm).image
+        snr, _, _ = matched_filter(img, weight, kernel)
+        peaks = find_peaks(snr, threshold=min_snr)
+        if len(peaks[0]) == 0:
+            break
+        sel_y, sel_x, sizes = _stellar_locus(img, bad, snr, peaks, fwhm)
+        if len(sel_y) < min_stars:
+            stars = empty
+            break
+        new_fwhm = float(np.median(sizes))
+        stars = (sel_y, sel_x, new_fwhm, snr[sel_y, sel_x])
+        converged = abs(new_fwhm - fwhm) < 0.05 * fwhm
+        fwhm = new_fwhm
+        if converged:
+            break
+    return stars
+
+
 def estimate_psf(
     image: np.ndarray,
     noise: np.ndarray | float,
@@ -411,40 +465,19 @@ def estimate_psf(
     PSFError
         When too few suitable stars are found.
     """
-    from .detection import find_peaks, matched_filter  # local: detection imports PSF
-
     img = np.asarray(image, dtype=np.float64)
     noise_arr = np.broadcast_to(np.asarray(noise, dtype=np.float64), img.shape)
     bad = np.zeros(img.shape, bool) if mask is None else np.asarray(mask) != 0
     bad |= ~np.isfinite(img) | ~(noise_arr > 0)
-    weight = np.where(bad, 0.0, 1.0 / np.where(noise_arr > 0, noise_arr, 1.0) ** 2)
     img = np.where(bad, 0.0, img)
-
-    fwhm = float(fwhm_guess)
-    stars: tuple[np.ndarray, np.ndarray] | None = None
-    for _ in range(3):
-        kernel = gaussian_psf(fwhm).image
-        snr, _, _ = matched_filter(img, weight, kernel)
-        peaks = find_peaks(snr, threshold=min_snr)
-        if len(peaks[0]) == 0:
-            break
-        sel_y, sel_x, sizes = _stellar_locus(img, bad, snr, peaks, fwhm)
-        if len(sel_y) < min_stars:
-            stars = None
-            break
-        new_fwhm = float(np.median(sizes))
-        stars = (sel_y, sel_x)
-        if abs(new_fwhm - fwhm) < 0.05 * fwhm:
-            fwhm = new_fwhm
-            break
-        fwhm = new_fwhm
-    if stars is None:
+    sel_y, sel_x, fwhm, star_snr = find_psf_stars(image, noise, mask=mask, fwhm_guess=fwhm_guess, min_snr=min_snr,
+                                                  min_stars=min_stars)
+    if len(sel_y) < min_stars:
         raise PSFError(
             f"could not estimate the PSF: fewer than {min_stars} bright isolated unsaturated "
             "stars (S/N >= {:.0f}) found".format(min_snr)
         )
-    sel_y, sel_x = stars
-    order = np.argsort(-snr[sel_y, sel_x])
+    order = np.argsort(-star_snr)
     half = max(3, int(math.ceil(3.0 * fwhm)))
     stamps = []
     for iy, ix in zip(sel_y[order], sel_x[order]):

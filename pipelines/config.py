@@ -63,6 +63,14 @@ class PSFConfig(Config):
     vary_max_ratio : float
         A tile's PSF FWHM must lie within this factor of the global one (the
         halo is sized for the largest allowed).
+    measure : bool
+        Detect with the PSF measured from the exposure's own stars (a
+        free-beta Moffat, :func:`moe_imaging.psf_measure.measure_psf`) wherever
+        there are enough of them; the header, PSF file or ``fwhm`` is then the
+        starting guess and the fallback.  Off by default until the shipped gate
+        is retrained on measured PSFs.  The PSF is measured (and recorded in the
+        provenance, and used for ``spread_model`` and the gate's shift guard)
+        either way.
     """
 
     fwhm: float | None = None
@@ -72,8 +80,11 @@ class PSFConfig(Config):
     vary: bool = False
     vary_min_stars: int = 5
     vary_max_ratio: float = 1.5
+    measure: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.measure, bool):
+            raise ConfigError(f"psf.measure: expected true or false, got {self.measure!r}")
         if not isinstance(self.vary, bool):
             raise ConfigError(f"psf.vary: expected true or false, got {self.vary!r}")
         check_int("psf.vary_min_stars", self.vary_min_stars)
@@ -175,6 +186,11 @@ class GateConfig(Config):
         The guarantee holds with probability at least ``1 - delta``.
     min_count : int
         Strata with fewer calibration items are never decided automatically.
+    shift_guard : bool
+        Survey: check each exposure against the calibration domain before any
+        of its decisions is certified (:mod:`moe_imaging.triage.guard`: the
+        PSF measured from its stars, and bright stars called stars); an
+        exposure that fails goes to review whole.
     """
 
     enabled: bool = False
@@ -183,10 +199,13 @@ class GateConfig(Config):
     alpha: float = 0.01
     delta: float = 0.05
     min_count: int = 50
+    shift_guard: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
             raise ConfigError(f"gate.enabled: expected true or false, got {self.enabled!r}")
+        if not isinstance(self.shift_guard, bool):
+            raise ConfigError(f"gate.shift_guard: expected true or false, got {self.shift_guard!r}")
         if self.weights is not None and not isinstance(self.weights, str):
             raise ConfigError(f"gate.weights: expected a path, got {self.weights!r}")
         if self.nucleus_weights is not None and not isinstance(self.nucleus_weights, str):

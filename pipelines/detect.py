@@ -156,6 +156,7 @@ def detect_image(
         table = next(iter(per_expert.values()))
     else:
         table = fuse(per_expert, radius=max(1.5, psf.fwhm))
+    table = modality.annotate(table, setup, exposure)
     if config.gate.enabled:
         table = modality.triage(table, setup, exposure, tiles, config, progress=progress, sched=sched)
     catalog = _to_catalog(table, exposure)

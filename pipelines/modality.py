@@ -17,6 +17,7 @@ triage, write the catalog.  What differs lives here, in one
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -33,8 +34,10 @@ from moe_imaging.experts.nucleus import (
     microscopy_background_passes,
 )
 from moe_imaging.experts.streak import streak_prior_from_header
-from moe_imaging.psf import PSF, airy_psf, estimate_psf, moffat_psf, psf_from_image
+from moe_imaging.psf import KOLMOGOROV_MOFFAT_BETA, PSF, airy_psf, estimate_psf, moffat_psf, psf_from_image
+from moe_imaging.psf_measure import PSFMeasurement, measure_psf, spread_model
 from moe_imaging.triage import TriageContext, apply_triage
+from moe_imaging.triage.guard import apply_guard, survey_shift_guard
 
 from .config import DetectionConfig, MicroscopyConfig
 from .execute import LocalPSF, SourceMasking, compute_background, score_tiles
@@ -43,7 +46,7 @@ from .models import load_learned, open_triage
 from .tiling import halo_for
 
 __all__ = ["Setup", "Modality", "Survey", "Microscopy", "MODALITIES", "choose_psf", "make_configured_expert",
-           "microscopy_setup"]
+           "measure_exposure_psf", "microscopy_setup", "spread_columns"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -68,8 +71,12 @@ class Setup:
         A PSF fitted per tile (``[psf] vary``).
     nucleus : NucleusExpertConfig or None
         Microscopy: the nucleus expert's configuration (the expected size).
+    measured : PSFMeasurement or None
+        Survey: the PSF fitted to the exposure's own stars (``None``: too few).
+    prior_fwhm : float
+        The FWHM of the prior (header, PSF file, configuration) before any measurement.
     extra : dict
-        Provenance facts of the modality (e.g. the optics).
+        Provenance facts of the modality (e.g. the optics, the measured PSF).
     """
 
     psf: PSF
@@ -80,6 +87,8 @@ class Setup:
     scorers: list[Any] = dataclasses.field(default_factory=list)
     local: LocalPSF | None = None
     nucleus: NucleusExpertConfig | None = None
+    measured: PSFMeasurement | None = None
+    prior_fwhm: float = float("nan")
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -95,6 +104,10 @@ class Modality(Protocol):
     def prepare(self, exposure: Any, config: DetectionConfig, *, psf_file: str | os.PathLike | None,
                 size: int | None, sched: dict[str, Any]) -> Setup:
         """Background, PSF, experts and halo for the tiles."""
+        ...
+
+    def annotate(self, table: Table, setup: Setup, exposure: Any) -> Table:
+        """Measurements made on the fused detections of the whole image (e.g. ``spread_model``)."""
         ...
 
     def triage(self, table: Table, setup: Setup, exposure: Any, tiles: list[Any], config: DetectionConfig, *,
@@ -131,6 +144,10 @@ class Survey:
         """Background, PSF prior, the configured experts (and the scorers, with the gate)."""
         background = _background(exposure, config.background, size, sched)
         psf = choose_psf(exposure, background, config, psf_file=psf_file)
+        prior_fwhm = float(psf.fwhm)
+        measured, note = measure_exposure_psf(exposure, background, config, prior=psf)
+        if measured is not None and config.psf.measure and psf_file is None and config.psf.fwhm is None:
+            psf = measured.psf  # the exposure's own PSF; the prior was its starting guess
         experts = [make_configured_expert(name, _expert_config(name, config, exposure)) for name in config.experts]
         threshold = config.point.detection_threshold(psf)
         halo = halo_for(psf, experts)
@@ -144,11 +161,20 @@ class Survey:
             local = LocalPSF(config.psf.estimate_min_snr, config.psf.vary_min_stars, config.psf.vary_max_ratio)
             widest = moffat_psf(psf.fwhm * config.psf.vary_max_ratio, beta=psf.beta or config.psf.beta)
             halo = max(halo, halo_for(widest, experts))
-        return Setup(psf, background, experts, threshold, halo, scorers, local)
+        extra = {"psf_measured": measured.describe() if measured is not None else {"status": note}}
+        return Setup(psf, background, experts, threshold, halo, scorers, local, measured=measured,
+                     prior_fwhm=prior_fwhm, extra=extra)
+
+    def annotate(self, table: Table, setup: Setup, exposure: Exposure) -> Table:
+        """``spread_model`` of every detection against the measured PSF (else the prior)."""
+        fwhm, beta = ((setup.measured.fwhm, setup.measured.beta) if setup.measured is not None
+                      else (setup.psf.fwhm, setup.psf.beta or KOLMOGOROV_MOFFAT_BETA))
+        return spread_columns(table, exposure, setup.background, fwhm=fwhm, beta=beta)
 
     def triage(self, table: Table, setup: Setup, exposure: Exposure, tiles: list[Any], config: DetectionConfig, *,
                progress: bool, sched: dict[str, Any]) -> Table:
-        """Every survey expert scores every row, then the survey gate's certified decision (see GateConfig)."""
+        """Every survey expert scores every row, then the survey gate's certified decision (see GateConfig),
+        then the shift guard: an exposure outside the calibration domain goes to review whole."""
         evidence = score_tiles(exposure, tiles, setup.psf, setup.background, setup.scorers, table,
                                progress=progress, **sched)
         gate = config.gate
@@ -159,7 +185,11 @@ class Survey:
                            min_count=gate.min_count)
         for col in evidence.colnames:  # every expert's evidence stays with the row
             out[f"ev_{col}"] = evidence[col]
-        return out
+        if not gate.shift_guard:
+            return out
+        verdict = survey_shift_guard(out, measured_fwhm=None if setup.measured is None else setup.measured.fwhm,
+                                     prior_fwhm=setup.prior_fwhm, fwhm_range=model.fwhm_range)
+        return apply_guard(out, verdict)
 
 
 class Microscopy:
@@ -178,7 +208,11 @@ class Microscopy:
         experts = [make_expert("nucleus", nucleus_config)]
         background = _microscopy_background(exposure, config, nucleus_config, psf, size, sched)
         return Setup(psf, background, experts, nucleus_config.threshold, halo_for(psf, experts),
-                     nucleus=nucleus_config, extra={"optics": dataclasses.asdict(optics)})
+                     nucleus=nucleus_config, prior_fwhm=float(psf.fwhm), extra={"optics": dataclasses.asdict(optics)})
+
+    def annotate(self, table: Table, setup: Setup, exposure: TiffExposure) -> Table:
+        """Nothing more: the nucleus expert measures what the triage needs."""
+        return table
 
     def triage(self, table: Table, setup: Setup, exposure: TiffExposure, tiles: list[Any],
                config: DetectionConfig, *, progress: bool, sched: dict[str, Any]) -> Table:
@@ -260,21 +294,65 @@ def choose_psf(
     if meta.fwhm_px is not None and meta.fwhm_px > 0:
         return moffat_psf(meta.fwhm_px, beta=beta, source=meta.fwhm_source or "header")
     # Estimate from stars in the central region.
-    ny, nx = exposure.shape
-    side = config.psf.estimate_max_size
-    y0, x0 = max(0, (ny - side) // 2), max(0, (nx - side) // 2)
-    y1, x1 = min(ny, y0 + side), min(nx, x0 + side)
-    section = exposure.read(y0, y1, x0, x1)
-    level, rms = background.evaluate(y0, y1, x0, x1)
-    image = np.asarray(section.data, dtype=np.float64) - level
+    image, rms, mask, _ = _central_section(exposure, background, config.psf.estimate_max_size)
     try:
-        return estimate_psf(image, rms, mask=section.mask, min_snr=config.psf.estimate_min_snr)
+        return estimate_psf(image, rms, mask=mask, min_snr=config.psf.estimate_min_snr)
     except PSFError as exc:
         raise InputError(
             str(exposure.path),
             f"no PSF keywords (FWHM or SEEING+PIXSCALE) and {exc}; "
             "give the PSF with --psf-fwhm PIXELS or --psf FILE",
         ) from None
+
+
+def _central_section(exposure: Exposure, background: BackgroundModel, side: int):
+    """The background-subtracted central ``side`` x ``side`` section: image, RMS, mask and origin."""
+    ny, nx = exposure.shape
+    y0, x0 = max(0, (ny - side) // 2), max(0, (nx - side) // 2)
+    y1, x1 = min(ny, y0 + side), min(nx, x0 + side)
+    section = exposure.read(y0, y1, x0, x1)
+    level, rms = background.evaluate(y0, y1, x0, x1)
+    return np.asarray(section.data, dtype=np.float64) - level, rms, section.mask, (y0, x0)
+
+
+def measure_exposure_psf(exposure: Exposure, background: BackgroundModel, config: DetectionConfig, *,
+                         prior: PSF) -> tuple[PSFMeasurement | None, str]:
+    """The PSF fitted to the stars of the exposure's central region, or ``None`` and why not.
+
+    The prior's FWHM is the starting guess; the fit is a free-beta Moffat
+    (:func:`moe_imaging.psf_measure.measure_psf`).
+    """
+    image, rms, mask, _ = _central_section(exposure, background, config.psf.estimate_max_size)
+    try:
+        return measure_psf(image, rms, mask=mask, fwhm_guess=prior.fwhm, prior_fwhm=prior.fwhm,
+                           min_snr=config.psf.estimate_min_snr), ""
+    except PSFError as exc:
+        return None, str(exc)
+
+
+def spread_columns(table: Table, exposure: Exposure, background: BackgroundModel, *, fwhm: float, beta: float,
+                   block: int = 1024) -> Table:
+    """``spread_model`` and ``spread_model_err`` of every row (a new table), read block by block."""
+    out = Table(table, copy=True)
+    n = len(out)
+    spread, err = np.full(n, np.nan), np.full(n, np.nan)
+    if n:
+        x, y = np.asarray(out["x"], float), np.asarray(out["y"], float)
+        ny, nx = exposure.shape
+        margin = int(math.ceil(max(3.0, 2.0 * fwhm))) + 2
+        bx, by = np.floor(x / block), np.floor(y / block)
+        for key in {(int(a), int(b)) for a, b in zip(by[np.isfinite(by)], bx[np.isfinite(bx)])}:
+            rows = np.flatnonzero((by == key[0]) & (bx == key[1]))
+            y0, x0 = max(0, key[0] * block - margin), max(0, key[1] * block - margin)
+            y1, x1 = min(ny, (key[0] + 1) * block + margin), min(nx, (key[1] + 1) * block + margin)
+            section = exposure.read(y0, y1, x0, x1)
+            level, rms = background.evaluate(y0, y1, x0, x1)
+            image = np.asarray(section.data, dtype=np.float64) - level
+            spread[rows], err[rows] = spread_model(image, rms**2, x[rows] - x0, y[rows] - y0, fwhm=fwhm, beta=beta,
+                                                   mask=section.mask)
+    out["spread_model"] = spread
+    out["spread_model_err"] = err
+    return out
 
 
 def _expert_config(name: str, config: DetectionConfig, exposure: Exposure):

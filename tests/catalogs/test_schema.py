@@ -24,7 +24,7 @@ from contracts.errors import MoeImagingError
 
 EXPECTED = [
     "source_id", "x", "y", "x_peak", "y_peak", "ra", "dec", "flux", "flux_err", "snr",
-    "det_snr", "mag", "mag_err", "a", "b", "theta", "sharpness", "roundness",
+    "det_snr", "mag", "mag_err", "a", "b", "theta", "sharpness", "roundness", "spread_model", "spread_model_err",
     "background", "noise", "psf_fwhm", "kind", "subtype", "expert", "flags",
     "p_star", "p_galaxy", "p_streak", "p_artifact", "p_nucleus", "confidence", "decision", "review_reason",
     "triage_stratum",
