@@ -20,6 +20,15 @@ precedence, documented in :func:`fuse`:
 2. otherwise an ``extended`` member that is resolved (``extent`` >=
    ``resolved_extent``) makes it a galaxy, with its Kron flux and shape;
 3. otherwise the ``point`` member: a star (or an unresolved galaxy).
+
+Fusion never loses what the point expert finds with confidence: a point
+candidate of S/N >= ``keep_snr`` that the group's chosen member lies more than
+``2 radius`` from (a star next to a cosmic ray or on a galaxy's segment,
+joined to it only through a third expert's candidate) is split off as an
+object of its own.  Every row keeps its point member's PSF-fit position and
+flux (``point_x``, ``point_y``, ``point_flux``, ``point_flux_err``; NaN
+without one), so a row the gate calls a star can take them
+(:func:`psf_fit_measurements`).
 """
 
 from __future__ import annotations
@@ -33,7 +42,10 @@ from scipy.spatial import cKDTree
 
 from .experts.base import CANDIDATE_COLUMNS
 
-__all__ = ["fuse"]
+__all__ = ["fuse", "psf_fit_measurements", "POINT_COLUMNS"]
+
+POINT_COLUMNS: tuple[str, ...] = ("point_x", "point_y", "point_flux", "point_flux_err")
+"""The point member's PSF-fit measurements each fused row keeps (NaN without a point member)."""
 
 
 def _evidence(name: str, table: Table) -> np.ndarray:
@@ -105,6 +117,7 @@ def fuse(
     *,
     radius: float,
     resolved_extent: float = 1.3,
+    keep_snr: float = 10.0,
 ) -> Table:
     """Merge candidate tables of several experts into one row per object.
 
@@ -117,6 +130,9 @@ def fuse(
     resolved_extent : float
         ``extent`` (half-light radius over the PSF's) above which an
         ``extended`` member makes the object a galaxy.
+    keep_snr : float
+        A point candidate at least this significant, lying more than
+        ``2 radius`` from its group's chosen member, is an object of its own.
 
     Returns
     -------
@@ -138,13 +154,14 @@ def fuse(
                 extra_cols.append((col, candidates[name][col].dtype))
     out_cols = [c for c, _ in CANDIDATE_COLUMNS] + [c for c, _ in extra_cols] + ["experts", "n_experts"] + [
         f"{n}_snr" for n in names
-    ]
+    ] + list(POINT_COLUMNS)
     if not rows:
         data = {c: np.zeros(0, dtype=dt) for c, dt in CANDIDATE_COLUMNS}
         data.update({c: np.zeros(0, dtype=dt) for c, dt in extra_cols})
         data["experts"] = np.zeros(0, dtype="U64")
         data["n_experts"] = np.zeros(0, dtype=np.int32)
         data.update({f"{n}_snr": np.zeros(0) for n in names})
+        data.update({c: np.zeros(0) for c in POINT_COLUMNS})
         return Table(data)[out_cols]
     xs = np.concatenate([np.asarray(candidates[n]["x"], float) for n in names])
     ys = np.concatenate([np.asarray(candidates[n]["y"], float) for n in names])
@@ -188,9 +205,17 @@ def fuse(
             return (3, 0.0)
         return (4, -float(_evidence(name, table)[i]))
 
+    def chosen_of(members: list[int]) -> int:
+        return min(members, key=lambda k: (precedence(k), k))
+
+    for members in list(groups.values()):
+        for k in _split_off(members, chosen_of(members), rows, names, candidates, xs, ys, radius, keep_snr):
+            members.remove(k)
+            groups[-1 - k] = [k]
+
     records = []
     for members in groups.values():
-        chosen = min(members, key=lambda k: (precedence(k), k))
+        chosen = chosen_of(members)
         e, i = rows[chosen]
         table = candidates[names[e]]
         rec = {c: table[c][i] for c, _ in CANDIDATE_COLUMNS}
@@ -206,6 +231,7 @@ def fuse(
             val = _evidence(names[ek], candidates[names[ek]])[ik]
             key = f"{names[ek]}_snr"
             rec[key] = val if not np.isfinite(rec[key]) else max(rec[key], val)
+        rec.update(_point_member(members, chosen, rows, names, candidates, xs, ys))
         records.append(rec)
     data = {c: np.asarray([r[c] for r in records]) for c in out_cols}
     for c, dt in CANDIDATE_COLUMNS:
@@ -213,3 +239,50 @@ def fuse(
     result = Table(data)[out_cols]
     order = np.lexsort((np.asarray(result["x_peak"]), np.asarray(result["y_peak"])))
     return result[order]
+
+
+def _split_off(members: list[int], chosen: int, rows, names, candidates, xs, ys, radius: float,
+               keep_snr: float) -> list[int]:
+    """Point candidates of a group that must stay objects of their own (see the module docs)."""
+    if names[rows[chosen][0]] == "streak":  # a trail's group holds only what lies on it
+        return []
+    out = []
+    for k in members:
+        e, i = rows[k]
+        if k == chosen or names[e] != "point":
+            continue
+        far = math.hypot(xs[k] - xs[chosen], ys[k] - ys[chosen]) > 2.0 * radius
+        if far and _evidence("point", candidates["point"])[i] >= keep_snr:
+            out.append(k)
+    return out
+
+
+def _point_member(members: list[int], chosen: int, rows, names, candidates, xs, ys) -> dict[str, float]:
+    """The PSF-fit measurements of the group's point member nearest the chosen one (NaN without one)."""
+    points = [k for k in members if names[rows[k][0]] == "point"]
+    if not points:
+        return {c: np.nan for c in POINT_COLUMNS}
+    k = min(points, key=lambda m: (math.hypot(xs[m] - xs[chosen], ys[m] - ys[chosen]), m))
+    table, i = candidates["point"], rows[k][1]
+    return {"point_x": float(table["x"][i]), "point_y": float(table["y"][i]), "point_flux": float(table["flux"][i]),
+            "point_flux_err": float(table["flux_err"][i])}
+
+
+def psf_fit_measurements(table: Table) -> Table:
+    """Rows whose ``kind`` is ``star`` take their point member's PSF-fit position and flux (a new table).
+
+    The extended expert's centroid and Kron flux suit a galaxy; for a star the
+    PSF fit is the maximum-likelihood position and flux.  ``point_*`` columns
+    are dropped afterwards.
+    """
+    out = Table(table, copy=True)
+    if not all(c in out.colnames for c in POINT_COLUMNS) or len(out) == 0:
+        return out[[c for c in out.colnames if c not in POINT_COLUMNS]]
+    star = (np.asarray(out["kind"]).astype(str) == "star") & np.isfinite(np.asarray(out["point_x"], float))
+    for col, src in (("x", "point_x"), ("y", "point_y"), ("flux", "point_flux"), ("flux_err", "point_flux_err")):
+        if col in out.colnames:
+            values = np.asarray(out[col], float).copy()
+            values[star] = np.asarray(out[src], float)[star]
+            out[col] = values
+    out.remove_columns(list(POINT_COLUMNS))
+    return out

@@ -37,7 +37,7 @@ from catalogs.provenance import Provenance
 from contracts.errors import InputError
 from contracts.vocabulary import MODES
 from moe_imaging.background import BackgroundModel
-from moe_imaging.fusion import fuse
+from moe_imaging.fusion import fuse, psf_fit_measurements
 from moe_imaging.psf import PSF
 
 from .config import DetectionConfig
@@ -159,6 +159,7 @@ def detect_image(
     table = modality.annotate(table, setup, exposure)
     if config.gate.enabled:
         table = modality.triage(table, setup, exposure, tiles, config, progress=progress, sched=sched)
+    table = psf_fit_measurements(table)  # a star's position and flux are its PSF fit's
     catalog = _to_catalog(table, exposure)
     provenance = make_provenance(
         input_path=exposure.path,

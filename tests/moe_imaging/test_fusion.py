@@ -48,3 +48,24 @@ def test_fusion_is_deterministic_and_order_free() -> None:
 def test_no_candidates_gives_the_full_schema() -> None:
     empty = fuse({"point": _table("point", "star", [], [], [])}, radius=2.0)
     assert len(empty) == 0 and {"experts", "n_experts", "point_snr"} <= set(empty.colnames)
+
+
+def test_a_confident_point_source_joined_through_a_third_expert_survives() -> None:
+    """A star 8 px from a cosmic ray, joined to it through a segment and a learned candidate in between:
+    the artifact wins the group, but the star (S/N 35) is an object of its own."""
+    from moe_imaging.fusion import psf_fit_measurements
+
+    point = _table("point", "star", [20.0, 28.5, 60.0], [20.0, 20.0, 60.0], [12.0, 35.0, 6.0])
+    artifact = _table("artifact", "artifact", [20.3], [20.1], [80.0], subtype=["cosmic_ray"])
+    extended = _table("extended", "galaxy", [23.0, 58.0], [20.0, 60.0], [40.0, 20.0], extent=[2.0, 2.0])
+    learned = _table("learned", "star", [25.8], [20.0], [20.0])
+    fused = fuse({"point": point, "artifact": artifact, "extended": extended, "learned": learned}, radius=3.0)
+    assert len(fused) == 3
+    star = fused[np.isclose(np.asarray(fused["x"]), 28.5)]
+    assert len(star) == 1 and star["kind"][0] == "star" and star["experts"][0] == "point"
+    # the galaxy row keeps its faint point member's PSF fit: taken only if the gate calls it a star
+    gal = fused[np.asarray(fused["kind"]).astype(str) == "galaxy"]
+    assert gal["point_x"][0] == 60.0 and gal["x"][0] == 58.0
+    gal["kind"] = "star"
+    moved = psf_fit_measurements(gal)
+    assert moved["x"][0] == 60.0 and "point_x" not in moved.colnames
