@@ -36,6 +36,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_experts.py
 	$(BIN)/python benchmarks/bench_learned.py
 	$(BIN)/python benchmarks/bench_gate.py
+	$(BIN)/python benchmarks/bench_shift.py
+	$(BIN)/python benchmarks/bench_fusion.py
 	$(BIN)/python benchmarks/bench_nucleus_triage.py
 	$(BIN)/python benchmarks/bench_catalogs.py
 	$(BIN)/python benchmarks/bench_review.py

@@ -21,8 +21,11 @@ itself:
    stars (it does far less on its calibration fields), ``k`` is at most
    Binomial(``n``, ``star_error``); the guard fails when the one-sided
    binomial p-value is below ``false_alarm``.  So on an exposure inside the
-   calibration domain it fires with probability at most ``false_alarm``
-   (1 % by default): the stated false-alarm rate of this check.
+   calibration domain (where the gate's rate is at most ``star_error``) it
+   fires with probability at most ``false_alarm`` (1 % by default): the
+   stated false-alarm rate of this check.  Its power is limited by the gate's
+   own in-domain error on such stars (about 2.6 %): it catches gross shifts
+   (a third of the bright stars called galaxies), not subtle ones.
 
 An exposure that fails goes to review whole, in the stratum
 :data:`SHIFT_STRATUM`, with the reasons in words.  A two-sample test of the
@@ -64,7 +67,11 @@ class GuardConfig:
     min_stars : int
         Fewer settled bright stars: check 2 is not made (stated in the verdict).
     star_error : float
-        The gate's tolerated error rate on settled bright stars (null hypothesis).
+        The gate's tolerated error rate on settled bright stars (null
+        hypothesis): the 95 % upper bound of its rate on fresh fields inside
+        the calibration domain (22 of 834 settled bright stars decided as
+        something else on Kolmogorov and Moffat-4.765 fields of
+        ``benchmarks/bench_shift.py``: 2.6 %, upper bound 3.7 %).
     false_alarm : float
         Level of the one-sided binomial test of check 2.
     max_prior_disagreement : float
@@ -75,7 +82,7 @@ class GuardConfig:
     settle_sigma: float = 2.0
     isolation_fwhm: float = 5.0
     min_stars: int = 10
-    star_error: float = 0.02
+    star_error: float = 0.04
     false_alarm: float = 0.01
     max_prior_disagreement: float = 0.10
 
