@@ -28,8 +28,6 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import moe_imaging
 from contracts.errors import InputError
 from contracts.files import atomic_write, atomic_write_text
@@ -73,6 +71,8 @@ def _read(path: Path, kind: str) -> tuple[str, bytes]:
 @functools.lru_cache(maxsize=8)
 def _build(kind: str, digest: str, data: bytes, source: str, device: str) -> Any:
     """The model in ``data`` (cached by content digest; ``data`` itself is compared only on a hash collision)."""
+    import torch  # only where a model is read: the command line starts without it
+
     if kind == "learned":
         from moe_imaging.learned.model import learned_from_state
 
@@ -175,6 +175,8 @@ def save_model(model: Any, path: str | os.PathLike[str], *, card: str | None = N
     pathlib.Path
         ``path``.
     """
+    import torch
+
     path = Path(path)
     state = model.to_state()
     atomic_write(path, lambda tmp: torch.save(state, tmp))

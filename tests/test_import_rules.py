@@ -49,3 +49,10 @@ def test_a_forbidden_import_breaks_the_rules(tmp_path) -> None:
     assert done.returncode != 0
     assert "moe_imaging.psf -> prefect" in done.stdout
     assert "catalogs.crossmatch -> moe_imaging.background" in done.stdout
+
+
+def test_the_command_line_starts_without_torch() -> None:
+    """``moe-imaging`` imports torch only where a model runs (a served flow or a review app never needs it)."""
+    code = "import sys, moe_cli; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.stdout.strip() == "False", done.stderr[-2000:]
