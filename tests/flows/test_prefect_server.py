@@ -141,7 +141,8 @@ def _serving(server: str, config: Path, tmp_path: Path, name: str):
         finally:
             os.killpg(proc.pid, signal.SIGINT)
             try:
-                proc.wait(30)
+                # a cold start on a loaded machine (a fresh clone's first full run) can take a while to stop
+                proc.wait(120)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
