@@ -26,10 +26,7 @@ demo: $(STAMP)
 	$(BIN)/moe-imaging simulate survey --size 1024 --seed 3 --out $(DEMO)/exposures
 	$(BIN)/moe-imaging run --input '$(DEMO)/exposures/*.fits' --output $(DEMO)/out
 
-# the project's bytecode is compiled first: subprocesses the tests start (a served flow, the review app)
-# then start as fast on a fresh clone as on a warm checkout
 test: $(STAMP)
-	$(BIN)/python -m compileall -q contracts moe_imaging training pipelines catalogs review flows moe_cli
 	$(BIN)/python -m pytest -n 2 -q
 
 bench: $(STAMP)

@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -137,7 +138,13 @@ def _serving(server: str, config: Path, tmp_path: Path, name: str):
                 found = _post(server, "/deployments/filter", {"deployments": {"name": {"any_": [name]}}})
                 return found[0] if found else None
 
-            yield wait_for(deployment, timeout=180, what="the served deployment"), log_path
+            found = wait_for(deployment, timeout=180, what="the served deployment")
+            # Ctrl-C once the runner serves (not in its first second): a cold start on a loaded machine
+            # (a fresh clone's first full run) was seen to leave the deployment unpaused when interrupted
+            # while the runner was still starting
+            wait_for(lambda: "being served" in log_path.read_text() or None, timeout=120, what="the serve banner")
+            time.sleep(5)
+            yield found, log_path
         finally:
             os.killpg(proc.pid, signal.SIGINT)
             try:
