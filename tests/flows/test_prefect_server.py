@@ -18,7 +18,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -138,18 +137,11 @@ def _serving(server: str, config: Path, tmp_path: Path, name: str):
                 found = _post(server, "/deployments/filter", {"deployments": {"name": {"any_": [name]}}})
                 return found[0] if found else None
 
-            found = wait_for(deployment, timeout=180, what="the served deployment")
-            # Ctrl-C once the runner serves (not in its first second): a cold start on a loaded machine
-            # (a fresh clone's first full run) was seen to leave the deployment unpaused when interrupted
-            # while the runner was still starting
-            wait_for(lambda: "being served" in log_path.read_text() or None, timeout=120, what="the serve banner")
-            time.sleep(5)
-            yield found, log_path
+            yield wait_for(deployment, timeout=180, what="the served deployment"), log_path
         finally:
             os.killpg(proc.pid, signal.SIGINT)
             try:
-                # a cold start on a loaded machine (a fresh clone's first full run) can take a while to stop
-                proc.wait(120)
+                proc.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
