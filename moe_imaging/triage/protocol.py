@@ -12,7 +12,7 @@ microscopy (the nucleus triage, :mod:`moe_imaging.triage.microscopy`) are two
    :class:`CalibrationSplit` (:mod:`moe_imaging.triage.certify`);
 3. :func:`moe_imaging.triage.recalibrate.recalibrate_with_labels` adds
    reviewers' labels to that split and returns a new head;
-4. :func:`moe_imaging.triage.card.model_card` describes a trained head.
+4. ``training`` renders each trained head's model card, and ``pipelines.models.save_model`` writes it.
 
 Heads are plain objects handed in by the caller: reading and writing their
 weights happens outside the science core (``pipelines.models``).

@@ -1,4 +1,4 @@
-"""Tests of moe_imaging.calibrate: temperature, isotonic, ECE and certified triage."""
+"""Tests of moe_imaging.triage.calibration and .certify: temperature, isotonic, ECE and certified triage."""
 
 from __future__ import annotations
 
